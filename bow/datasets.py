@@ -1,0 +1,120 @@
+"""Dataset layouts -> clip records.
+
+Two layouts are detected automatically from the folder given:
+
+* FSD50K release: ``FSD50K.dev_audio/``, ``FSD50K.eval_audio/``,
+  ``FSD50K.ground_truth/{dev.csv,eval.csv,vocabulary.csv}``. dev rows keep their ``split``
+  (train / val); eval rows get split ``eval``. Audio is ``<fname>.wav``.
+* labels.csv: ``audio/`` + ``labels.csv`` with columns ``fname,labels,split`` (several labels
+  comma-separated; split is any string: train/val/test, or fold numbers). The vocabulary is the
+  sorted set of labels.
+
+A row whose labels are outside the vocabulary is not a clip: it is listed in ``Dataset.invalid``
+with the reason, for the stages to report. Missing audio files are found when read.
+"""
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+class DatasetError(ValueError):
+    """A dataset folder or labels file that cannot be used; the message names the path."""
+
+
+@dataclass(frozen=True)
+class Clip:
+    fname: str          # identifier, unique in the dataset (FSD50K: the number; else the file name)
+    path: Path
+    split: str
+    labels: tuple[str, ...]
+
+
+@dataclass
+class Dataset:
+    root: Path
+    layout: str                      # "fsd50k" or "labels_csv"
+    vocabulary: list[str]
+    clips: list[Clip]
+    invalid: list[tuple[str, str]] = field(default_factory=list)  # (fname, reason)
+
+    @property
+    def splits(self) -> list[str]:
+        return sorted({c.split for c in self.clips})
+
+    def select(self, splits) -> list[Clip]:
+        """Clips whose split is in ``splits`` (strings), in dataset order."""
+        wanted = {str(s) for s in splits}
+        return [c for c in self.clips if c.split in wanted]
+
+
+def _split_labels(text: str) -> tuple[str, ...]:
+    return tuple(s.strip() for s in text.split(",") if s.strip())
+
+
+def _read_rows(path: Path, required: tuple[str, ...]) -> list[dict]:
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            missing = [c for c in required if c not in (reader.fieldnames or [])]
+            if missing:
+                raise DatasetError(f"{path}: missing column(s) {missing}; has {reader.fieldnames}")
+            return list(reader)
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise DatasetError(f"{path}: cannot read ({e})") from e
+
+
+def _make_clips(rows, audio_dir: Path, vocabulary: list[str], split_of, name_of):
+    known = set(vocabulary)
+    clips, invalid, seen = [], [], set()
+    for row in rows:
+        fname = row["fname"].strip()
+        labels = _split_labels(row["labels"])
+        unknown = [lab for lab in labels if lab not in known]
+        if fname in seen:
+            invalid.append((fname, "duplicate row in the labels file"))
+        elif unknown:
+            invalid.append((fname, f"labels outside the vocabulary: {unknown}"))
+        else:
+            seen.add(fname)
+            clips.append(Clip(fname, audio_dir / name_of(fname), split_of(row), labels))
+    return clips, invalid
+
+
+def load_fsd50k(root: Path) -> Dataset:
+    gt = root / "FSD50K.ground_truth"
+    vocab_rows = []
+    try:
+        with open(gt / "vocabulary.csv", newline="", encoding="utf-8") as f:
+            vocab_rows = [r for r in csv.reader(f) if r]
+    except OSError as e:
+        raise DatasetError(f"{gt / 'vocabulary.csv'}: cannot read ({e})") from e
+    vocabulary = [r[1].strip() for r in vocab_rows]
+    name = lambda fname: fname if Path(fname).suffix else f"{fname}.wav"  # noqa: E731
+    dev = _read_rows(gt / "dev.csv", ("fname", "labels", "split"))
+    clips, invalid = _make_clips(dev, root / "FSD50K.dev_audio", vocabulary,
+                                 lambda r: r["split"].strip(), name)
+    ev = _read_rows(gt / "eval.csv", ("fname", "labels"))
+    more, bad = _make_clips(ev, root / "FSD50K.eval_audio", vocabulary, lambda r: "eval", name)
+    return Dataset(root, "fsd50k", vocabulary, clips + more, invalid + bad)
+
+
+def load_labels_csv(root: Path) -> Dataset:
+    rows = _read_rows(root / "labels.csv", ("fname", "labels", "split"))
+    vocabulary = sorted({lab for r in rows for lab in _split_labels(r["labels"])})
+    clips, invalid = _make_clips(rows, root / "audio", vocabulary,
+                                 lambda r: r["split"].strip(), lambda f: f)
+    return Dataset(root, "labels_csv", vocabulary, clips, invalid)
+
+
+def load_dataset(root: str | Path) -> Dataset:
+    """Detect the layout of ``root`` and read its clip records."""
+    root = Path(root)
+    if (root / "FSD50K.ground_truth").is_dir():
+        return load_fsd50k(root)
+    if (root / "labels.csv").is_file():
+        return load_labels_csv(root)
+    raise DatasetError(
+        f"{root}: not a dataset folder: expected FSD50K.ground_truth/ (FSD50K layout) "
+        "or labels.csv + audio/ (labels.csv layout)")

@@ -1,0 +1,219 @@
+"""The HDF5 feature store: written as shards, merged into one file, read with plain h5py.
+
+Schema (N clips, M chunks in all, C labels; README.md documents it for users):
+
+    /                     attrs: format="bow-store", format_version, kind ("bow" | "kwmlp" | ...),
+                          config (JSON), code_version, fingerprint, upstream (JSON)
+    /vocabulary           (C,)      str    label names, the column order of labels
+    /clips/fname          (N,)      str
+    /clips/split          (N,)      str    train / val / eval / fold number ...
+    /clips/labels         (N, C)    uint8  multi-hot
+    /clips/vectors        (N, Dc)   float32  one clip-level vector (bow: mean chunk counts)
+    /chunks/vectors       (M, Dk)   chunk-level vectors, one row per 1 s chunk (bow: uint16 counts)
+    /chunks/offsets       (N + 1,)  int64  clip i owns chunk rows offsets[i]:offsets[i+1]
+    /frames/vectors       (F, Df)   optional frame-level vectors (kwmlp: timestamp embeddings)
+    /frames/timestamps    (F,)      float32 ms, with /frames/offsets (N + 1,)
+    /skipped/fname, /skipped/reason   (S,) str: clips that could not be embedded, and why
+
+Datasets are lzf-compressed and chunked in blocks of about 256 KiB. A shard has the same
+layout without /vocabulary; ``merge`` concatenates shards in order into the final file.
+Every file is written under a temporary name and renamed when complete.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from bow.stage import atomic_path
+
+FORMAT_VERSION = 1
+STR = h5py.string_dtype()
+BLOCK_BYTES = 256 * 1024
+
+
+class StoreError(ValueError):
+    """A file that is not a readable bow feature store; the message names it."""
+
+
+@dataclass
+class ClipFeatures:
+    """What one clip contributes to a store."""
+    fname: str
+    split: str
+    labels: np.ndarray                    # (C,) uint8 multi-hot
+    chunks: np.ndarray                    # (n_chunks, Dk)
+    clip: np.ndarray                      # (Dc,) float32
+    frames: np.ndarray | None = None      # (T, Df)
+    timestamps: np.ndarray | None = None  # (T,) ms
+
+
+@dataclass
+class Store:
+    """A store read into memory (see the module docstring for the meaning of each array)."""
+    vocabulary: list[str]
+    fname: np.ndarray
+    split: np.ndarray
+    labels: np.ndarray
+    clips: np.ndarray
+    chunks: np.ndarray
+    offsets: np.ndarray
+    attrs: dict
+    frames: np.ndarray | None = None
+    frame_offsets: np.ndarray | None = None
+    timestamps: np.ndarray | None = None
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.fname)
+
+    def chunk_vectors(self, i: int) -> np.ndarray:
+        """(n_chunks, Dk) chunk vectors of clip i."""
+        return self.chunks[self.offsets[i]:self.offsets[i + 1]]
+
+    def chunk_clip_index(self) -> np.ndarray:
+        """(M,) the clip index of every chunk row."""
+        return np.repeat(np.arange(len(self)), np.diff(self.offsets))
+
+
+def _chunk_shape(shape, itemsize):
+    if len(shape) == 1:
+        return (max(1, min(shape[0], BLOCK_BYTES // itemsize)),)
+    row = int(np.prod(shape[1:])) * itemsize
+    return (max(1, min(shape[0], BLOCK_BYTES // max(row, 1))),) + tuple(shape[1:])
+
+
+def _create(group: h5py.Group, name: str, data: np.ndarray, dtype=None):
+    """A resizable, lzf-compressed dataset holding ``data``."""
+    data = np.asarray(data) if dtype is None else np.asarray(data, dtype=dtype)
+    dtype = STR if data.dtype.kind in "OUS" else data.dtype
+    itemsize = 8 if dtype is STR else data.dtype.itemsize
+    kwargs = dict(maxshape=(None,) + data.shape[1:], dtype=dtype,
+                  chunks=_chunk_shape(data.shape if data.shape[0] else (1,) + data.shape[1:],
+                                      itemsize))
+    if dtype is not STR:
+        kwargs["compression"] = "lzf"
+    return group.create_dataset(name, data=data.astype(object) if dtype is STR else data,
+                                **kwargs)
+
+
+def _offsets(lengths) -> np.ndarray:
+    return np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)]).astype(np.int64)
+
+
+def _write_arrays(f: h5py.File, arrays: dict) -> None:
+    for path, data in arrays.items():
+        group, name = path.split("/")
+        _create(f.require_group(group), name, data)
+
+
+def _shard_arrays(items: list[ClipFeatures], skipped) -> dict:
+    arrays = {
+        "clips/fname": np.array([c.fname for c in items], dtype=object),
+        "clips/split": np.array([c.split for c in items], dtype=object),
+        "skipped/fname": np.array([s[0] for s in skipped], dtype=object),
+        "skipped/reason": np.array([s[1] for s in skipped], dtype=object),
+    }
+    if items:
+        arrays["clips/labels"] = np.stack([c.labels for c in items]).astype(np.uint8)
+        arrays["clips/vectors"] = np.stack([c.clip for c in items]).astype(np.float32)
+        arrays["chunks/vectors"] = np.concatenate([c.chunks for c in items])
+        arrays["chunks/offsets"] = _offsets([len(c.chunks) for c in items])
+        if items[0].frames is not None:
+            arrays["frames/vectors"] = np.concatenate([c.frames for c in items])
+            arrays["frames/timestamps"] = np.concatenate(
+                [c.timestamps for c in items]).astype(np.float32)
+            arrays["frames/offsets"] = _offsets([len(c.frames) for c in items])
+    return arrays
+
+
+def write_shard(path: str | Path, items: list[ClipFeatures],
+                skipped: list[tuple[str, str]] = ()) -> None:
+    """Write one shard (a few hundred clips) atomically."""
+    with atomic_path(path) as tmp:
+        with h5py.File(tmp, "w") as f:
+            f.attrs["format"] = "bow-shard"
+            _write_arrays(f, _shard_arrays(items, list(skipped)))
+
+
+def _append(dst: h5py.Dataset, data: np.ndarray) -> None:
+    n = dst.shape[0]
+    dst.resize(n + data.shape[0], axis=0)
+    dst[n:] = data
+
+
+def merge(shards: list[str | Path], out_path: str | Path, *, vocabulary: list[str],
+          kind: str, config, fingerprint: str, upstream: dict, code_version: str) -> None:
+    """Concatenate shards, in order, into the final store at ``out_path`` (atomically)."""
+    from bow.stage import to_jsonable
+    with atomic_path(out_path) as tmp, h5py.File(tmp, "w") as out:
+        out.attrs.update({"format": "bow-store", "format_version": FORMAT_VERSION, "kind": kind,
+                          "config": json.dumps(to_jsonable(config), sort_keys=True),
+                          "code_version": code_version, "fingerprint": fingerprint,
+                          "upstream": json.dumps(upstream, sort_keys=True)})
+        _create(out, "vocabulary", np.array(vocabulary, dtype=object))
+        for shard in shards:
+            with h5py.File(shard, "r") as src:
+                for gname in ("clips", "skipped", "chunks", "frames"):
+                    if gname not in src:
+                        continue
+                    for name, ds in src[gname].items():
+                        data = ds[()]
+                        key = f"{gname}/{name}"
+                        if name == "offsets":  # rebase: drop the leading 0, add rows so far
+                            base = out[key][-1] if key in out else None
+                            data = data if base is None else data[1:] + base
+                        if key in out:
+                            _append(out[key], data)
+                        else:
+                            _create(out.require_group(gname), name, data)
+        for key in ("clips/fname", "clips/split", "skipped/fname", "skipped/reason"):
+            if key not in out:
+                _create(out.require_group(key.split("/")[0]), key.split("/")[1],
+                        np.array([], dtype=object))
+
+
+def _strings(ds) -> np.ndarray:
+    return np.array([s.decode() if isinstance(s, bytes) else s for s in ds[()]], dtype=object)
+
+
+def read(path: str | Path) -> Store:
+    """Read a whole store into memory."""
+    path = Path(path)
+    try:
+        f = h5py.File(path, "r")
+    except OSError as e:
+        raise StoreError(f"{path}: not a readable HDF5 file ({e})") from e
+    with f:
+        if f.attrs.get("format") != "bow-store":
+            raise StoreError(f"{path}: not a bow feature store (format attribute missing)")
+        n_labels = len(f["vocabulary"])
+        has = "clips/vectors" in f
+        attrs = {k: (json.loads(v) if k in ("config", "upstream") else v)
+                 for k, v in f.attrs.items()}
+        attrs = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in attrs.items()}
+        return Store(
+            vocabulary=list(_strings(f["vocabulary"])),
+            fname=_strings(f["clips/fname"]),
+            split=_strings(f["clips/split"]),
+            labels=f["clips/labels"][()] if has else np.zeros((0, n_labels), np.uint8),
+            clips=f["clips/vectors"][()] if has else np.zeros((0, 0), np.float32),
+            chunks=f["chunks/vectors"][()] if has else np.zeros((0, 0), np.float32),
+            offsets=f["chunks/offsets"][()] if has else np.zeros(1, np.int64),
+            attrs=attrs,
+            frames=f["frames/vectors"][()] if "frames" in f else None,
+            frame_offsets=f["frames/offsets"][()] if "frames" in f else None,
+            timestamps=f["frames/timestamps"][()] if "frames" in f else None,
+            skipped=list(zip(_strings(f["skipped/fname"]), _strings(f["skipped/reason"]))),
+        )
+
+
+def multi_hot(labels, vocabulary: list[str]) -> np.ndarray:
+    """Label names -> (C,) uint8 multi-hot over ``vocabulary``."""
+    index = {name: i for i, name in enumerate(vocabulary)}
+    out = np.zeros(len(vocabulary), dtype=np.uint8)
+    out[[index[lab] for lab in labels]] = 1
+    return out
