@@ -1,0 +1,61 @@
+"""Shared fixtures: the real recordings in ../shared, generated signals, and device parametrisation.
+
+Tests that need ../shared skip with a clear message when it is absent (a user's clone) and
+fail when the environment variable CI is "true".
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+DEVICES = ["cpu", pytest.param("cuda", marks=[
+    pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")])]
+
+
+def need_shared(*parts: str) -> Path:
+    """Path under ../shared; skip if it is missing (fail under CI=true)."""
+    path = SHARED.joinpath(*parts)
+    if not path.exists():
+        message = f"{path} is missing: these tests need the shared data beside the checkout"
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    return need_shared()
+
+
+@pytest.fixture(scope="session")
+def esc10_dir() -> Path:
+    return need_shared("data", "esc10")
+
+
+@pytest.fixture(scope="session")
+def fsdd_dir() -> Path:
+    return need_shared("data", "fsdd")
+
+
+@pytest.fixture(scope="session")
+def fsd50k_mini_dir() -> Path:
+    return need_shared("data", "fsd50k_mini")
+
+
+@pytest.fixture(scope="session")
+def kwmlp_dir() -> Path:
+    return need_shared("kwmlp")
+
+
+def sine(freq: float, seconds: float, rate: int = 16_000, amplitude: float = 0.5) -> np.ndarray:
+    """(samples,) float32 sine."""
+    t = np.arange(int(round(seconds * rate))) / rate
+    return (amplitude * np.sin(2 * np.pi * freq * t)).astype(np.float32)
