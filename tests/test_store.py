@@ -1,0 +1,80 @@
+"""bow.store and bow.sharded: round trip, offsets across shards, skipped table, plain h5py."""
+import h5py
+import numpy as np
+import pytest
+
+from bow.datasets import Clip
+from bow.sharded import embed_to_store, shard_dir
+from bow.store import ClipFeatures, StoreError, merge, multi_hot, read, write_shard
+
+VOCAB = ["a", "b", "c"]
+
+
+def _clip(i, n_chunks, frames=False):
+    rng = np.random.default_rng(i)
+    return ClipFeatures(
+        fname=f"clip{i}", split="train" if i % 2 else "eval",
+        labels=multi_hot(["a", "c"] if i % 3 == 0 else ["b"], VOCAB),
+        chunks=rng.integers(0, 143, (n_chunks, 8)).astype(np.uint16),
+        clip=rng.standard_normal(5).astype(np.float32),
+        frames=rng.standard_normal((3 * n_chunks, 4)).astype(np.float32) if frames else None,
+        timestamps=np.arange(3 * n_chunks, dtype=np.float32) * 10 if frames else None)
+
+
+@pytest.mark.parametrize("frames", [False, True])
+def test_shards_merge_to_one_store(tmp_path, frames):
+    items = [_clip(i, n, frames) for i, n in enumerate([2, 1, 5, 3, 1])]
+    write_shard(tmp_path / "s0.h5", items[:2], [("bad.wav", "unreadable audio")])
+    write_shard(tmp_path / "s1.h5", [], [])
+    write_shard(tmp_path / "s2.h5", items[2:])
+    merge([tmp_path / f"s{i}.h5" for i in range(3)], tmp_path / "store.h5", vocabulary=VOCAB,
+          kind="bow", config={"x": 1}, fingerprint="abc", upstream={"u": "v"}, code_version="0")
+    store = read(tmp_path / "store.h5")
+    assert len(store) == 5 and store.vocabulary == VOCAB
+    assert list(store.offsets) == [0, 2, 3, 8, 11, 12]
+    for i, item in enumerate(items):
+        assert store.fname[i] == item.fname and store.split[i] == item.split
+        np.testing.assert_array_equal(store.chunk_vectors(i), item.chunks)
+        np.testing.assert_array_equal(store.labels[i], item.labels)
+        np.testing.assert_array_equal(store.clips[i], item.clip)
+        if frames:
+            a, b = store.frame_offsets[i], store.frame_offsets[i + 1]
+            np.testing.assert_array_equal(store.frames[a:b], item.frames)
+    assert store.chunks.dtype == np.uint16
+    assert store.skipped == [("bad.wav", "unreadable audio")]
+    assert store.attrs["config"] == {"x": 1} and store.attrs["kind"] == "bow"
+    assert list(store.chunk_clip_index()) == [0, 0, 1, 2, 2, 2, 2, 2, 3, 3, 3, 4]
+    with h5py.File(tmp_path / "store.h5") as f:       # plain h5py reads it
+        assert f["chunks/vectors"].compression == "lzf"
+        assert f["clips/fname"][0].decode() == "clip0"
+
+
+def test_embed_to_store_resumes_from_finished_shards(tmp_path):
+    clips = [Clip(f"clip{i}", tmp_path / f"{i}.wav", "train", ("a",)) for i in range(7)]
+    calls = []
+
+    def embed_shard(group):
+        calls.append([c.fname for c in group])
+        return [_clip(int(c.fname[4:]), 2) for c in group], []
+
+    out = tmp_path / "stores" / "x.h5"
+    tmp = shard_dir(out, "f" * 64)
+    tmp.mkdir(parents=True)
+    write_shard(tmp / "shard-00001.h5", [_clip(i, 2) for i in (3, 4, 5)])  # survived a crash
+    embed_to_store(clips, embed_shard, out, vocabulary=VOCAB, kind="bow", config={},
+                   fingerprint="f" * 64, upstream={}, shard_size=3,
+                   extra_skipped=[("z", "labels outside the vocabulary")], progress=False)
+    assert calls == [["clip0", "clip1", "clip2"], ["clip6"]]
+    store = read(out)
+    assert list(store.fname) == [f"clip{i}" for i in range(7)]
+    assert store.skipped == [("z", "labels outside the vocabulary")]
+    assert not tmp.exists()
+
+
+def test_reading_a_non_store_fails_clearly(tmp_path):
+    with pytest.raises(StoreError, match="not a readable HDF5"):
+        read(tmp_path / "nothing.h5")
+    with h5py.File(tmp_path / "other.h5", "w") as f:
+        f["x"] = 1
+    with pytest.raises(StoreError, match="other.h5: not a bow feature store"):
+        read(tmp_path / "other.h5")
