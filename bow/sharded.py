@@ -5,6 +5,16 @@ HDF5 file under ``.<store>.shards-<fingerprint>/`` (written atomically), so a ru
 point redoes at most the shards in flight; the shards are then merged, in order, into the store
 and deleted. Since the shard contents depend only on the clips and the config, the merged store
 is the same whether the shards were computed at once, across restarts, or on several workers.
+
+Where shards run:
+* ``jobs=1``: in this process;
+* ``jobs=N``: N local worker processes (joblib's loky backend), each with ``threads`` torch
+  threads (2 processes of 1 thread beat 1 process of 2 threads for these small matmuls);
+* ``scheduler="tcp://host:8786"``: the workers of a Dask cluster (dask.distributed), which must
+  see the same filesystem: each writes its shards beside the final store, and this process
+  merges them. ``scheduler="local:N"`` starts a LocalCluster of N single-thread workers.
+``embed_shard`` must be picklable for the last two (e.g. an object holding file paths that loads
+its models on first use in each worker).
 """
 from __future__ import annotations
 
@@ -12,6 +22,7 @@ import shutil
 from pathlib import Path
 from typing import Callable
 
+import torch
 from tqdm.auto import tqdm
 
 from bow import __version__
@@ -29,18 +40,50 @@ def split_shards(clips: list[Clip], shard_size: int) -> list[list[Clip]]:
     return [clips[i:i + shard_size] for i in range(0, len(clips), shard_size)]
 
 
-def run_shard(embed_shard: EmbedShard, clips: list[Clip], path: Path) -> Path:
-    """Compute one shard unless its file already exists; return its path."""
+def run_shard(embed_shard: EmbedShard, clips: list[Clip], path: Path,
+              threads: int | None = None) -> int:
+    """Compute one shard unless its file already exists; return its number of clips."""
+    if threads:
+        torch.set_num_threads(threads)
     if not path.exists():
         items, skipped = embed_shard(clips)
         write_shard(path, items, skipped)
-    return path
+    return len(clips)
+
+
+def _run_all(embed_shard, todo, jobs, threads, scheduler):
+    """Yield the clip count of each shard in ``todo`` [(clips, path)] as it finishes."""
+    if scheduler:
+        from dask.distributed import Client, LocalCluster, as_completed
+        if scheduler.startswith("local:"):
+            cluster = LocalCluster(n_workers=int(scheduler[6:]), threads_per_worker=1,
+                                   processes=True, dashboard_address=None)
+            client = Client(cluster)
+        else:
+            cluster, client = None, Client(scheduler)
+        try:
+            futures = [client.submit(run_shard, embed_shard, group, path, threads, pure=False)
+                       for group, path in todo]
+            for future in as_completed(futures):
+                yield future.result()
+        finally:
+            client.close()
+            if cluster is not None:
+                cluster.close()
+    elif jobs > 1:
+        from joblib import Parallel, delayed
+        yield from Parallel(n_jobs=jobs, return_as="generator_unordered")(
+            delayed(run_shard)(embed_shard, group, path, threads) for group, path in todo)
+    else:
+        for group, path in todo:
+            yield run_shard(embed_shard, group, path)
 
 
 def embed_to_store(clips: list[Clip], embed_shard: EmbedShard, out_path: str | Path, *,
                    vocabulary: list[str], kind: str, config, fingerprint: str, upstream: dict,
                    shard_size: int = 256, extra_skipped: list[tuple[str, str]] = (),
-                   progress: bool = True) -> None:
+                   progress: bool = True, jobs: int = 1, threads: int | None = None,
+                   scheduler: str | None = None) -> None:
     """Embed ``clips`` with ``embed_shard`` into the store ``out_path`` (see module docstring).
 
     ``extra_skipped`` lists clips rejected before embedding (e.g. labels outside the
@@ -53,10 +96,11 @@ def embed_to_store(clips: list[Clip], embed_shard: EmbedShard, out_path: str | P
     paths = [tmp_dir / f"shard-{i:05d}.h5" for i in range(len(shards))]
     pre = tmp_dir / "rejected.h5"
     write_shard(pre, [], list(extra_skipped))
-    bar = tqdm(total=len(clips), desc=f"embed {out_path.name}", unit="clip", disable=not progress)
-    for group, path in zip(shards, paths):
-        run_shard(embed_shard, group, path)
-        bar.update(len(group))
+    todo = [(group, path) for group, path in zip(shards, paths) if not path.exists()]
+    bar = tqdm(total=len(clips), initial=len(clips) - sum(len(g) for g, _ in todo),
+               desc=f"embed {out_path.name}", unit="clip", disable=not progress)
+    for n in _run_all(embed_shard, todo, jobs, threads, scheduler):
+        bar.update(n)
     bar.close()
     merge([pre] + paths, out_path, vocabulary=vocabulary, kind=kind, config=config,
           fingerprint=fingerprint, upstream=upstream, code_version=__version__)

@@ -78,3 +78,31 @@ def test_reading_a_non_store_fails_clearly(tmp_path):
         f["x"] = 1
     with pytest.raises(StoreError, match="other.h5: not a bow feature store"):
         read(tmp_path / "other.h5")
+
+
+class FakeEmbedder:
+    """A picklable embed_shard: deterministic features from the clip name."""
+
+    def __call__(self, group):
+        items = [_clip(int(c.fname[4:]), 1 + int(c.fname[4:]) % 3) for c in group]
+        skipped = [(c.fname, "odd one out") for c in group if c.fname == "clip5"]
+        return [it for it in items if it.fname != "clip5"], skipped
+
+
+@pytest.mark.slow
+def test_parallel_and_dask_runs_equal_the_serial_run(tmp_path):
+    clips = [Clip(f"clip{i}", tmp_path / f"{i}.wav", "train", ("a",)) for i in range(11)]
+    stores = {}
+    for name, kw in {"serial": {}, "jobs": {"jobs": 2, "threads": 1},
+                     "dask": {"scheduler": "local:2", "threads": 1}}.items():
+        out = tmp_path / name / "x.h5"
+        embed_to_store(clips, FakeEmbedder(), out, vocabulary=VOCAB, kind="bow", config={},
+                       fingerprint="0" * 64, upstream={}, shard_size=2, progress=False, **kw)
+        stores[name] = read(out)
+    ref = stores["serial"]
+    assert ref.skipped == [("clip5", "odd one out")] and len(ref) == 10
+    for name in ("jobs", "dask"):
+        s = stores[name]
+        assert list(s.fname) == list(ref.fname) and s.skipped == ref.skipped
+        for a in ("labels", "clips", "chunks", "offsets"):
+            np.testing.assert_array_equal(getattr(s, a), getattr(ref, a))
