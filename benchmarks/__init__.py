@@ -1,0 +1,1 @@
+"""Benchmarks: measurements that print one JSON line per figure, then a readable table."""
