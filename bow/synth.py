@@ -304,6 +304,8 @@ def make_default_dataset(root: str | Path, seed: int = 0, n_dev: int = 200, n_ev
     tmp = root.parent / f".{root.name}.tmp-{os.getpid()}"
     try:
         _generate(tmp, params)
+        if _read_marker(root) == params:  # a concurrent run finished the same dataset first
+            return root
         if root.exists():  # an empty folder, or ours with other parameters
             trash = root.parent / f".{root.name}.old-{os.getpid()}"
             os.rename(root, trash)
