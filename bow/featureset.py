@@ -1,0 +1,131 @@
+"""Feature sets for the heads: one or several stores, concatenated chunk by chunk.
+
+Several stores (e.g. bag of words and KW-MLP) are joined column-wise: their clips are
+matched by ``fname`` (clips missing from any store are dropped and listed in ``dropped``), and
+a matched clip must have the same number of chunk rows, split and labels in every store,
+otherwise a ``FeatureSetError`` names the clip. The columns of a store whose ``kind``
+attribute is ``"bow"`` are marked as counts (``count_columns``): only those are masked and
+count-normalised by the heads; all other columns are only standardised.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from bow.store import StoreError, read
+
+
+class FeatureSetError(ValueError):
+    """Stores that cannot be joined or used by a head; the message names the store and clip."""
+
+
+@dataclass
+class FeatureSet:
+    """Chunk vectors with their clips' labels (M chunk rows, N clips, D columns, C classes)."""
+    chunks: np.ndarray          # (M, D) float32 (counts kept exact)
+    offsets: np.ndarray         # (N + 1,) int64, clip i owns rows offsets[i]:offsets[i + 1]
+    labels: np.ndarray          # (N, C) uint8 multi-hot
+    fname: np.ndarray           # (N,) str
+    split: np.ndarray           # (N,) str
+    vocabulary: list[str]
+    count_columns: np.ndarray   # (D,) bool: bag-of-words count columns
+    sources: list[dict] = field(default_factory=list)   # per store: path, kind, fingerprint, dim
+    dropped: list[str] = field(default_factory=list)    # fnames missing from some store
+
+    def __len__(self) -> int:
+        return len(self.fname)
+
+    @property
+    def dim(self) -> int:
+        return self.chunks.shape[1]
+
+    def chunk_labels(self) -> np.ndarray:
+        """(M, C) the labels of every chunk row (its clip's labels)."""
+        return np.repeat(self.labels, np.diff(self.offsets), axis=0)
+
+    def subset(self, clips: np.ndarray) -> "FeatureSet":
+        """The clips at the given indices (or boolean mask), in that order."""
+        idx = np.arange(len(self))[clips]
+        starts, counts = self.offsets[idx], np.diff(self.offsets)[idx]
+        offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        rows = np.arange(offsets[-1]) + np.repeat(starts - offsets[:-1], counts)
+        return FeatureSet(self.chunks[rows], offsets,
+                          self.labels[idx], self.fname[idx], self.split[idx], self.vocabulary,
+                          self.count_columns, self.sources, self.dropped)
+
+    def select(self, splits) -> "FeatureSet":
+        """The clips whose split is in ``splits`` (strings)."""
+        return self.subset(np.isin(self.split, [str(s) for s in splits]))
+
+
+def _one(path: Path) -> FeatureSet:
+    store = read(path)
+    if len(store) == 0:
+        raise FeatureSetError(f"{path}: the store holds no clips")
+    kind = str(store.attrs.get("kind", ""))
+    chunks = store.chunks
+    if chunks.ndim != 2:
+        raise FeatureSetError(f"{path}: chunk vectors must be 2-D, got shape {chunks.shape}")
+    return FeatureSet(
+        chunks=chunks.astype(np.float32, copy=False), offsets=store.offsets.astype(np.int64),
+        labels=store.labels, fname=store.fname, split=store.split,
+        vocabulary=store.vocabulary,
+        count_columns=np.full(chunks.shape[1], kind == "bow"),
+        sources=[{"path": str(path), "kind": kind, "dim": int(chunks.shape[1]),
+                  "fingerprint": str(store.attrs.get("fingerprint", ""))}])
+
+
+def _join(a: FeatureSet, b: FeatureSet) -> FeatureSet:
+    where = {f: i for i, f in enumerate(b.fname)}
+    keep = np.array([f in where for f in a.fname], dtype=bool)
+    dropped = sorted(set(a.dropped) | set(b.dropped) | set(a.fname[~keep])
+                     | (set(b.fname) - set(a.fname)))
+    a = a.subset(keep)
+    b = b.subset(np.array([where[f] for f in a.fname], dtype=np.int64))
+    name_a, name_b = a.sources[-1]["path"], b.sources[0]["path"]
+    for what in ("split", "labels", "offsets"):
+        va, vb = getattr(a, what), getattr(b, what)
+        if what == "offsets":
+            va, vb = np.diff(va), np.diff(vb)
+        bad = np.flatnonzero((va != vb).reshape(len(va), -1).any(axis=1))
+        if len(bad):
+            i = bad[0]
+            detail = (f"{va[i]} vs {vb[i]} chunk rows" if what == "offsets"
+                      else f"{what} {va[i]} vs {vb[i]}")
+            raise FeatureSetError(
+                f"clip {a.fname[i]!r} differs between {name_a} and {name_b}: {detail} "
+                f"({len(bad)} clip(s) disagree); stores to be joined must be embedded from the "
+                "same dataset with the same chunking")
+    return FeatureSet(np.concatenate([a.chunks, b.chunks], axis=1), a.offsets, a.labels,
+                      a.fname, a.split, a.vocabulary,
+                      np.concatenate([a.count_columns, b.count_columns]),
+                      a.sources + b.sources, dropped)
+
+
+def load_features(paths) -> FeatureSet:
+    """Read one or several stores (paths) into one feature set (see the module docstring)."""
+    paths = [Path(p) for p in paths]
+    if not paths:
+        raise FeatureSetError("no feature store given")
+    sets = [_one(p) for p in paths]
+    out = sets[0]
+    for p, s in zip(paths[1:], sets[1:]):
+        if s.vocabulary != out.vocabulary:
+            raise FeatureSetError(f"{p}: its vocabulary differs from {paths[0]}'s "
+                                  f"({len(s.vocabulary)} vs {len(out.vocabulary)} labels)")
+        out = _join(out, s)
+    if len(out) == 0:
+        raise FeatureSetError(f"{', '.join(map(str, paths))}: no clip is in every store")
+    return out
+
+
+def store_fingerprint(path: str | Path) -> str:
+    """The ``fingerprint`` attribute of a store (read without loading its arrays)."""
+    try:
+        with h5py.File(path, "r") as f:
+            return str(f.attrs["fingerprint"])
+    except (OSError, KeyError) as e:
+        raise StoreError(f"{path}: not a finished bow feature store ({e})") from e
