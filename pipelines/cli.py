@@ -82,12 +82,15 @@ def config_from_args(cls, args: argparse.Namespace):
     return cls(**typed)
 
 
-def common_parser(description: str) -> argparse.ArgumentParser:
-    """A parser with the options every stage takes: --data, --artifacts, --device."""
+def common_parser(description: str, data_required: bool = True,
+                  data_help: str = "dataset folder: FSD50K release layout or audio/ + labels.csv"
+                  ) -> argparse.ArgumentParser:
+    """A parser with the options every stage takes: --data, --artifacts, --device.
+
+    Stages that read only stores (heads, evaluation) pass ``data_required=False``."""
     p = argparse.ArgumentParser(description=description,
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--data", type=Path, required=True,
-                   help="dataset folder: FSD50K release layout or audio/ + labels.csv")
+    p.add_argument("--data", type=Path, required=data_required, help=data_help)
     p.add_argument("--artifacts", type=Path, default=Path("artifacts"),
                    help="where stage outputs are written")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")

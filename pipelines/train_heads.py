@@ -1,0 +1,130 @@
+"""Train one classification head on one or several feature stores, save it and score it.
+
+    python -m pipelines.train_heads --features artifacts/stores/bow.h5 [--name NAME]
+    python -m pipelines.train_heads --features bow.h5,kwmlp.h5    (or --features repeated)
+
+Several stores are concatenated chunk by chunk (``bow.featureset``: clips matched by fname,
+chunk counts must agree). The head (``bow.heads``) is trained on ``--train-splits``, stopped
+early on ``--val-splits`` (a seeded ``--val-fraction`` of the training clips when those hold
+no clip) and scored on ``--eval-splits`` (``bow.metrics``; no score when they hold no clip).
+For a fold dataset such as ESC-10 give the folds, e.g. ``--train-splits 1,2,3
+--val-splits 4 --eval-splits 5``; ``python -m pipelines.evaluate`` runs the whole k-fold.
+
+Output ``<artifacts>/heads/<name>/`` (name: the store names joined with "+"):
+  head.npz      weights (``model/<parameter>``) and normaliser (``normaliser/mean``,
+                ``normaliser/scale``, ``normaliser/count_columns``): plain arrays, no pickle
+  head.json     head config, vocabulary, input size, training history, best epoch
+  scores.json   evaluation scores (map, d_prime, mean_auc, accuracy, per-class AP)
+  config.json, fingerprint.json   (bow.stage) the stage is skipped when the config and the
+                stores' fingerprints are unchanged. ``bow.heads.Head.load(dir)`` reads a head.
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+from bow.evaluation import split_clips
+from bow.featureset import FeatureSetError, load_features, store_fingerprint
+from bow.heads import Head, HeadConfig
+from bow.metrics import scores
+from bow.stage import clear_done, is_done, locked, mark_done, stage_fingerprint, write_json
+from bow.store import StoreError
+from pipelines.cli import add_config_args, common_parser, config_from_args
+
+TrainHeadsConfig = HeadConfig  # the stage's config is the head's (paper defaults)
+
+
+def parse_features(values) -> list[Path]:
+    """['a.h5,b.h5', 'c.h5'] -> [a.h5, b.h5, c.h5]."""
+    return [Path(p.strip()) for v in values for p in str(v).split(",") if p.strip()]
+
+
+def head_name(paths) -> str:
+    """bow.h5 + kwmlp.h5 -> 'bow+kwmlp'."""
+    return "+".join(Path(p).stem for p in paths)
+
+
+def _plain(value):
+    """NaN / inf -> None and arrays -> lists, for strict JSON."""
+    if isinstance(value, np.ndarray):
+        return [_plain(v) for v in value.tolist()]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def run(features, artifacts: Path, config: HeadConfig = TrainHeadsConfig(), name: str | None = None,
+        device: str = "auto", progress: bool = True) -> Path:
+    """Train, save and score one head on the stores ``features``; return its folder."""
+    paths = [Path(p) for p in features]
+    out = Path(artifacts) / "heads" / (name or head_name(paths))
+    inputs = {"stores": [[p.name, store_fingerprint(p)] for p in paths]}
+    fingerprint = stage_fingerprint(config, inputs)
+    with locked(out, "train_heads"):
+        if is_done(out, fingerprint):
+            return out
+        clear_done(out)
+        data = load_features(paths)
+        train, val, test, validation = split_clips(data, config)
+        head = Head(config, device).fit(train, val, progress=progress)
+        head.save(out)
+        result = {"n_train_clips": len(train), "n_val_clips": len(val),
+                  "n_eval_clips": len(test), "validation": validation,
+                  "best_epoch": head.best_epoch_, "best_val_map": head.best_val_map_,
+                  "epochs": len(head.history_), "stores": [str(p) for p in paths],
+                  "dropped_clips": data.dropped}
+        if len(test):
+            s = scores(test.labels, head.predict_clips(test))
+            s["per_class_ap"] = dict(zip(data.vocabulary, _plain(s["per_class_ap"])))
+            result.update({k: _plain(v) for k, v in s.items()})
+        write_json(out / "scores.json", result)
+        mark_done(out, fingerprint, config, inputs)
+    return out
+
+
+def summary(out: Path) -> str:
+    """A few lines describing a trained head folder."""
+    s = json.loads((out / "scores.json").read_text())
+    lines = [f"{out}: best epoch {s['best_epoch']} of {s['epochs']} (validation clip mAP "
+             f"{s['best_val_map']:.4f} on {s['validation']}); {s['n_train_clips']} training, "
+             f"{s['n_val_clips']} validation clips"]
+    if s.get("map") is not None:
+        score = f"eval ({s['n_eval_clips']} clips): mAP {s['map']:.4f}, d' {s['d_prime']}"
+        if "accuracy" in s:
+            score += f", accuracy {s['accuracy']:.4f}"
+        lines.append(score)
+    else:
+        lines.append("no clip in the evaluation splits: not scored")
+    if s["dropped_clips"]:
+        lines.append(f"{len(s['dropped_clips'])} clip(s) not in every store were left out")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> None:
+    parser = common_parser("Train one MLP head on feature stores, save it and score it.",
+                           data_required=False, data_help="not used (stores hold the labels)")
+    parser.add_argument("--features", action="append", required=True, metavar="STORE.h5",
+                        help="feature store(s): comma-separated or repeated; several are "
+                             "concatenated chunk by chunk")
+    parser.add_argument("--name", default=None,
+                        help="head folder name under <artifacts>/heads (default: store names "
+                             "joined with +)")
+    add_config_args(parser, TrainHeadsConfig)
+    args = parser.parse_args(argv)
+    try:
+        cfg = config_from_args(TrainHeadsConfig, args)
+    except ValueError as e:
+        parser.error(str(e))
+    try:
+        out = run(parse_features(args.features), args.artifacts, cfg, name=args.name,
+                  device=args.device)
+    except (StoreError, FeatureSetError, ValueError) as e:
+        raise SystemExit(f"train_heads: {e}") from e
+    print(summary(out))
+
+
+if __name__ == "__main__":
+    main()
