@@ -1,6 +1,6 @@
 """Dataset layouts -> clip records.
 
-Two layouts are detected automatically from the folder given:
+Three layouts are detected automatically from the folder given:
 
 * FSD50K release: ``FSD50K.dev_audio/``, ``FSD50K.eval_audio/``,
   ``FSD50K.ground_truth/{dev.csv,eval.csv,vocabulary.csv}``. dev rows keep their ``split``
@@ -8,6 +8,11 @@ Two layouts are detected automatically from the folder given:
 * labels.csv: ``audio/`` + ``labels.csv`` with columns ``fname,labels,split`` (several labels
   comma-separated; split is any string: train/val/test, or fold numbers). The vocabulary is the
   sorted set of labels.
+* Speech Commands: one folder per word holding its ``.wav`` clips, plus ``validation_list.txt``
+  and ``testing_list.txt`` (paths relative to the root, e.g. ``yes/0a7c2a8d_nohash_0.wav``).
+  Listed clips get split ``val`` / ``test``, all others ``train``; the fname is the relative
+  path. Folders starting with ``_`` (``_background_noise_``) hold no keywords and are ignored.
+  The vocabulary is the sorted set of words (folders with at least one clip). A listed file that does not exist is in ``invalid``.
 
 A row whose labels are outside the vocabulary is not a clip: it is listed in ``Dataset.invalid``
 with the reason, for the stages to report. Missing audio files are found when read.
@@ -34,7 +39,7 @@ class Clip:
 @dataclass
 class Dataset:
     root: Path
-    layout: str                      # "fsd50k" or "labels_csv"
+    layout: str                      # "fsd50k", "labels_csv" or "speech_commands"
     vocabulary: list[str]
     clips: list[Clip]
     invalid: list[tuple[str, str]] = field(default_factory=list)  # (fname, reason)
@@ -108,6 +113,31 @@ def load_labels_csv(root: Path) -> Dataset:
     return Dataset(root, "labels_csv", vocabulary, clips, invalid)
 
 
+def _read_list(path: Path) -> set[str]:
+    try:
+        return {line.strip() for line in path.read_text(encoding="utf-8").splitlines()
+                if line.strip()}
+    except (OSError, UnicodeDecodeError) as e:
+        raise DatasetError(f"{path}: cannot read ({e})") from e
+
+
+def load_speech_commands(root: Path) -> Dataset:
+    val, test = _read_list(root / "validation_list.txt"), _read_list(root / "testing_list.txt")
+    folders = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("_"))
+    words, clips, found = [], [], set()
+    for folder in folders:
+        paths = sorted(folder.glob("*.wav"))
+        words += [folder.name] if paths else []
+        for path in paths:
+            fname = f"{folder.name}/{path.name}"
+            found.add(fname)
+            split = "test" if fname in test else "val" if fname in val else "train"
+            clips.append(Clip(fname, path, split, (folder.name,)))
+    invalid = [(f, "listed in validation_list.txt / testing_list.txt but not found")
+               for f in sorted((val | test) - found)]
+    return Dataset(root, "speech_commands", words, clips, invalid)
+
+
 def load_dataset(root: str | Path) -> Dataset:
     """Detect the layout of ``root`` and read its clip records."""
     root = Path(root)
@@ -115,6 +145,9 @@ def load_dataset(root: str | Path) -> Dataset:
         return load_fsd50k(root)
     if (root / "labels.csv").is_file():
         return load_labels_csv(root)
+    if (root / "validation_list.txt").is_file() and (root / "testing_list.txt").is_file():
+        return load_speech_commands(root)
     raise DatasetError(
-        f"{root}: not a dataset folder: expected FSD50K.ground_truth/ (FSD50K layout) "
-        "or labels.csv + audio/ (labels.csv layout)")
+        f"{root}: not a dataset folder: expected FSD50K.ground_truth/ (FSD50K layout), "
+        "labels.csv + audio/ (labels.csv layout) or word folders + validation_list.txt + "
+        "testing_list.txt (Speech Commands layout)")

@@ -2,7 +2,7 @@
 over the 98 frames of a 1 s, 40-coefficient MFCC.
 
     (n, 40, 98) MFCC ─ frames as tokens ─ Linear(40, 64) ─▶ (n, 98, 64)
-      ─ L x [x + LayerNorm(block(x))] ─▶ (n, 98, 64)      (L = 12 by default; 8 and 10 in the paper)
+      ─ L x [x + LayerNorm(block(x))] ─▶ (n, 98, 64)   (L = 12 by default; 8 and 10 in the paper)
       ─ head: LayerNorm(64) ─ mean over time ─ Linear(64, classes) ─▶ (n, classes) logits
     block: Linear(64, 256) ─ GELU ─ spatial gating unit ─ Linear(128, 64)
     spatial gating unit: split 256 channels into residual | gate (128 each); gate = LayerNorm(gate)

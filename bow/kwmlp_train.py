@@ -155,8 +155,8 @@ def pretrain(model: KWMLP, train: tuple[np.ndarray, np.ndarray],
             loss_sum, correct, seen = loss_sum + loss * len(idx), correct + ok, seen + len(idx)
             bar.update(1)
             bar.set_postfix(epoch=epoch + 1, loss=f"{loss_sum / seen:.3f}",
-                            acc=f"{correct / seen:.3f}", best_val=f"{state['best_val_accuracy']:.3f}",
-                            refresh=False)
+                            acc=f"{correct / seen:.3f}",
+                            best_val=f"{max(state['best_val_accuracy'], 0):.3f}", refresh=False)
         row = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"],
                "train_loss": loss_sum / seen, "train_accuracy": correct / seen}
         row.update({f"val_{k}": v for k, v in evaluate(model, *val, device).items()})

@@ -1,4 +1,4 @@
-"""KW-MLP: the authors' checkpoint, their golden embeddings, batching, training, stochastic depth."""
+"""KW-MLP: the authors' checkpoint and golden embeddings, batching, training, stochastic depth."""
 from __future__ import annotations
 
 import numpy as np
@@ -11,7 +11,7 @@ from bow.kwmlp_embed import (KWMLPEmbedder, get_scene_embeddings, get_timestamp_
                              n_timestamps)
 from bow.kwmlp_train import TrainSettings, spec_augment, train_step
 from bow.runtime import generator
-from tests.conftest import sine
+from conftest import sine
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""Scene embeddings: the three algorithms against direct numpy computations on hand-made sequences."""
+"""Scene embeddings: the three algorithms against direct numpy computations on hand-made data."""
 from __future__ import annotations
 
 import numpy as np

@@ -1,0 +1,181 @@
+"""Stage: every clip -> KW-MLP timestamp, chunk and scene embeddings in an HDF5 store.
+
+    python -m pipelines.embed_kwmlp --data DIR --checkpoint FILE [--scene-algorithm iterative]
+                                    [--blocks 12] [--batch-clips 32]
+
+The encoder is an authors'-format checkpoint (``/work/shared/kwmlp/kwmlp.pth``, or our own
+``<artifacts>/kwmlp/best.pth`` from pipelines.pretrain_kwmlp, used when --checkpoint is not
+given). Every clip of the data set (all splits) is read with ``bow.audio.read_audio`` and
+embedded as the authors' package does (``bow.kwmlp_embed``); clips of a batch may differ in
+length. Store (``bow.store`` schema, kind "kwmlp"), ``<artifacts>/stores/kwmlp.h5``:
+
+  /frames/vectors, /frames/timestamps, /frames/offsets   timestamp embeddings (T, 64), ms
+  /clips/vectors    (N, 1024) the scene embedding of the whole clip
+  /chunks/vectors   (M, 1024) one row per 1 s chunk of bow.audio.chunk(read_audio(path)): the
+                    scene algorithm on the frames centred in that second (bow.kwmlp_embed)
+
+Unreadable clips and rows with labels outside the vocabulary are recorded in /skipped. The
+fingerprint covers the config (without the checkpoint's path), the checkpoint's SHA-256 and the
+clip list; a store with the same fingerprint is not recomputed.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import h5py
+import torch
+
+from bow.audio import AudioError, read_audio
+from bow.corpus import clips_fingerprint
+from bow.datasets import Clip, load_dataset
+from bow.kwmlp import load_checkpoint
+from bow.kwmlp_embed import KWMLPEmbedder
+from bow.runtime import resolve_device
+from bow.scene import ALGORITHMS
+from bow.sharded import embed_to_store
+from bow.stage import file_digest, locked, stage_fingerprint
+from bow.store import ClipFeatures, multi_hot
+from pipelines.cli import add_config_args, common_parser, config_from_args
+
+
+@dataclass(frozen=True)
+class EmbedKWMLPConfig:
+    """KW-MLP embedding of every clip into the feature store."""
+    checkpoint: str | None = field(default=None, metadata={
+        "help": "authors'-format checkpoint (.pth); default: <artifacts>/kwmlp/best.pth"})
+    scene_algorithm: str = field(default="iterative", metadata={
+        "help": "scene embedding: iterative (the authors'), single or mean"})
+    blocks: int | None = field(default=None, metadata={
+        "help": "embed after this many blocks (paper's ablation: 4, 8 or 12); default: all"})
+    batch_clips: int = field(default=32, metadata={"help": "clips embedded together"})
+    batch_chunks: int = field(default=256, metadata={"help": "1 s chunks per encoder call"})
+    shard_size: int = field(default=256, metadata={"help": "clips per store shard"})
+
+    def __post_init__(self):
+        if self.scene_algorithm not in ALGORITHMS:
+            raise ValueError(f"scene_algorithm must be one of {ALGORITHMS}, "
+                             f"got {self.scene_algorithm!r}")
+
+
+def store_path(artifacts: Path) -> Path:
+    return Path(artifacts) / "stores" / "kwmlp.h5"
+
+
+def checkpoint_path(artifacts: Path, config: EmbedKWMLPConfig) -> Path:
+    """The checkpoint to use: the configured one, else our own pretraining's best.pth."""
+    path = Path(config.checkpoint) if config.checkpoint else Path(artifacts) / "kwmlp/best.pth"
+    if not path.is_file():
+        hint = "" if config.checkpoint else (" (give --checkpoint, e.g. the authors' kwmlp.pth, "
+                                             "or run python -m pipelines.pretrain_kwmlp first)")
+        raise SystemExit(f"{path}: no such checkpoint{hint}")
+    return path
+
+
+def store_fingerprint(path: Path) -> str | None:
+    try:
+        with h5py.File(path, "r") as f:
+            return str(f.attrs["fingerprint"])
+    except (OSError, KeyError):
+        return None
+
+
+@dataclass
+class ShardEmbedder:
+    """list[Clip] -> ([ClipFeatures], [(fname, reason)]); loads the model on first use, so it
+    can be sent to worker processes."""
+    checkpoint: Path
+    config: EmbedKWMLPConfig
+    vocabulary: list[str]
+    device: str = "cpu"
+    _embedder: KWMLPEmbedder | None = field(default=None, repr=False)
+
+    def __getstate__(self):
+        return {**self.__dict__, "_embedder": None}
+
+    def embedder(self) -> KWMLPEmbedder:
+        if self._embedder is None:
+            self._embedder = KWMLPEmbedder(
+                load_checkpoint(self.checkpoint), self.config.blocks,
+                self.config.scene_algorithm, self.config.batch_chunks, self.device)
+        return self._embedder
+
+    def __call__(self, clips: list[Clip]):
+        read, skipped = [], []
+        for clip in clips:
+            try:
+                read.append((clip, read_audio(clip.path)))
+            except AudioError as e:
+                skipped.append((clip.fname, str(e)))
+        items, embedder, step = [], self.embedder(), self.config.batch_clips
+        for i in range(0, len(read), step):
+            batch = read[i:i + step]
+            for (clip, audio), emb in zip(batch, embedder.embed([a for _, a in batch])):
+                items.append(ClipFeatures(
+                    fname=clip.fname, split=clip.split,
+                    labels=multi_hot(clip.labels, self.vocabulary),
+                    chunks=embedder.chunk_vectors(emb.frames, emb.timestamps, len(audio)),
+                    clip=emb.scene, frames=emb.frames, timestamps=emb.timestamps))
+        return items, skipped
+
+
+def run(data: Path, artifacts: Path, config: EmbedKWMLPConfig = EmbedKWMLPConfig(),
+        device: str = "auto", progress: bool = True, jobs: int = 1,
+        threads: int | None = None, scheduler: str | None = None) -> Path:
+    """Embed every clip into ``<artifacts>/stores/kwmlp.h5``; skip when nothing changed."""
+    ckpt = checkpoint_path(artifacts, config)
+    model = load_checkpoint(ckpt)              # fail early, before any shard, on a bad file
+    if config.blocks is not None and not 1 <= config.blocks <= model.depth:
+        raise SystemExit(f"--blocks {config.blocks}: the checkpoint has {model.depth} blocks")
+    dataset = load_dataset(data)
+    inputs = {"checkpoint_sha256": file_digest(ckpt), "clips": clips_fingerprint(dataset.clips),
+              "invalid": dataset.invalid}
+    fingerprint = stage_fingerprint(dataclasses.replace(config, checkpoint=None), inputs)
+    out = store_path(artifacts)
+    with locked(out.parent / f".{out.name}.lock", "embed_kwmlp"):
+        if store_fingerprint(out) == fingerprint:
+            return out
+        resolved = {"embed_kwmlp": config, "checkpoint": str(ckpt), "depth": model.depth,
+                    "frames": "timestamp embeddings (T, 64) of the authors' package, 10 ms hop",
+                    "clip_vector": f"{config.scene_algorithm} scene embedding of the clip (1024)",
+                    "chunk_vectors": f"{config.scene_algorithm} scene embedding of the frames "
+                                     "centred in each 1 s chunk (1024)"}
+        embedder = ShardEmbedder(ckpt, config, dataset.vocabulary, str(resolve_device(device)))
+        embed_to_store(dataset.clips, embedder, out, vocabulary=dataset.vocabulary, kind="kwmlp",
+                       config=resolved, fingerprint=fingerprint,
+                       upstream={"checkpoint_sha256": inputs["checkpoint_sha256"]},
+                       shard_size=config.shard_size, extra_skipped=dataset.invalid,
+                       progress=progress, jobs=jobs, threads=threads, scheduler=scheduler)
+    return out
+
+
+def main(argv=None) -> None:
+    parser = common_parser("Embed every clip with KW-MLP into an HDF5 store.")
+    parser.add_argument("--jobs", type=int, default=1, help="local worker processes")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads per worker")
+    parser.add_argument("--scheduler", default=None,
+                        help="Dask scheduler address (tcp://host:8786) or local:N")
+    add_config_args(parser, EmbedKWMLPConfig)
+    args = parser.parse_args(argv)
+    try:
+        cfg = config_from_args(EmbedKWMLPConfig, args)
+    except ValueError as e:
+        parser.error(str(e))
+    if args.threads and args.jobs == 1 and not args.scheduler:
+        torch.set_num_threads(args.threads)
+    path = store_path(args.artifacts)
+    before = store_fingerprint(path)
+    run(args.data, args.artifacts, cfg, args.device, jobs=args.jobs, threads=args.threads,
+        scheduler=args.scheduler)
+    if before is not None and store_fingerprint(path) == before:
+        print(f"{path}: up to date (same config, checkpoint and clips), skipped")
+    with h5py.File(path, "r") as f:
+        n, m = len(f["clips/fname"]), (len(f["chunks/vectors"]) if "chunks" in f else 0)
+        frames = len(f["frames/vectors"]) if "frames" in f else 0
+        print(f"{path}: {n} clips, {m} chunk rows, {frames} frames, "
+              f"{len(f['skipped/fname'])} skipped")
+
+
+if __name__ == "__main__":
+    main()
