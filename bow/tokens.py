@@ -59,15 +59,22 @@ def all_families(logmel: torch.Tensor) -> dict[str, torch.Tensor]:
 
 
 def sample(logmel: torch.Tensor, family: str, per_chunk: int,
-           generator: torch.Generator | None = None) -> torch.Tensor:
-    """(n, 96, 100) -> (n * per_chunk, dim) tokens cropped at uniformly random positions."""
-    n = logmel.shape[0]
+           generator: torch.Generator | None = None,
+           chunk_ids: torch.Tensor | None = None) -> torch.Tensor:
+    """(n, 96, 100) -> (n * per_chunk, dim) tokens cropped at uniformly random positions.
+
+    ``chunk_ids`` (m,), optional: crop from these chunks (repeats allowed) instead of from every
+    chunk, -> (m * per_chunk, dim), without copying whole chunks.
+    """
+    dev = logmel.device
+    ids = torch.arange(logmel.shape[0], device=dev) if chunk_ids is None else chunk_ids.to(dev)
+    n = ids.shape[0]
     if family == "thumbnail":
-        return thumbnail(logmel).reshape(n, -1).repeat_interleave(per_chunk, dim=0)
+        chunks = logmel if chunk_ids is None else logmel[ids]
+        return thumbnail(chunks).reshape(n, -1).repeat_interleave(per_chunk, dim=0)
     h, w = SHAPES[family]
     windows = logmel.unfold(1, h, 1).unfold(2, w, 1)    # (n, 96-h+1, 100-w+1, h, w), a view
-    dev = logmel.device
     rows = torch.randint(0, windows.shape[1], (n, per_chunk), generator=generator).to(dev)
     cols = torch.randint(0, windows.shape[2], (n, per_chunk), generator=generator).to(dev)
-    chunk_ids = torch.arange(n, device=dev).unsqueeze(1).expand(n, per_chunk)
+    chunk_ids = ids.unsqueeze(1).expand(n, per_chunk)
     return windows[chunk_ids, rows, cols].reshape(n * per_chunk, h * w)
