@@ -1,0 +1,307 @@
+"""Feed-forward autoencoders, one per token family (Verma), with their training loop.
+
+Architecture (the paper gives depth, width, dropout, bottleneck ratio and the loss):
+  encoder  dim -> hidden -> hidden -> dim / F    Linear, ReLU, Dropout, Linear, ReLU, Dropout, Linear
+  decoder  dim / F -> hidden -> hidden -> dim    the mirror image
+  hidden = 2048, dropout = 0.5, F = 10 (20 as an option): patch and thumbnail 80 -> 8, band
+  envelope 800 -> 80, spectral envelope 960 -> 96. Loss: MSE on standardised tokens.
+Decisions where the paper is silent:
+- ReLU between layers: the usual choice for wide MLPs, cheapest at inference (an in-place clamp)
+  and without saturation. The bottleneck is linear (no nonlinearity on the codes, which k-means
+  clusters next) and dropout sits after each hidden ReLU only (not on inputs or codes).
+- Inputs are standardised per dimension with the mean and std of the family's grid tokens over
+  the training chunks (the tokens the encoder sees at inference), saved with the model; at
+  inference the standardisation is folded into the first linear layer.
+- Training samples are random crops (``bow.tokens.sample``): each step draws ``batch_size``
+  chunks uniformly with replacement and one crop at a random position from each. An epoch is
+  ``steps_per_epoch`` steps. Validation: grid tokens of held-out chunks (at most
+  ``max_val_tokens``, a seeded subset), MSE in standardised units, so predicting the training
+  mean scores about 1.0. Early stopping keeps the best epoch after ``patience`` epochs without
+  improvement; ``epochs=0`` gives the untrained, seeded initialisation (the random control).
+- Optimiser Adam (lr 1e-3, no weight decay), batch 256; budget: see
+  pipelines/train_autoencoders.py and benchmarks/autoencoder_budget.py for the measurements.
+Files hold plain tensors and numbers (``torch.load(weights_only=True)``), never pickles.
+"""
+from __future__ import annotations
+
+import contextlib
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from bow.stage import atomic_path
+from bow.tokens import DIMS, FAMILIES, grid, sample
+
+ENCODE_BATCH = 4096  # tokens per matmul at inference
+_PARAMS = ("family", "factor", "hidden", "dropout", "optimizer", "lr", "weight_decay",
+           "batch_size", "epochs", "steps_per_epoch", "patience", "max_val_tokens", "seed")
+_RESUMABLE = set(_PARAMS) - {"epochs", "patience"}  # a checkpoint may continue with new ones
+
+
+def _mlp(sizes: list[int], dropout: float) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+        layers.append(nn.Linear(a, b))
+        if i < len(sizes) - 2:
+            layers += [nn.ReLU(inplace=True), nn.Dropout(dropout)]
+    return nn.Sequential(*layers)
+
+
+class Autoencoder:
+    """One family's autoencoder: ``fit`` on log-mel chunks, ``encode`` tokens to codes.
+
+    Learned attributes: mean_, std_ (dim,) standardisation; encoder_, decoder_ (nn.Sequential);
+    history_ (per epoch: epoch, steps, train_mse, val_mse, seconds); best_epoch_.
+    """
+
+    def __init__(self, family: str, factor: int = 10, hidden: int = 2048, dropout: float = 0.5,
+                 optimizer: str = "adam", lr: float = 1e-3, weight_decay: float = 0.0,
+                 batch_size: int = 256, epochs: int = 10, steps_per_epoch: int = 500,
+                 patience: int = 3, max_val_tokens: int = 20_000, seed: int = 0,
+                 device: str | torch.device = "cpu", checkpoint: str | Path | None = None,
+                 progress: bool = False):
+        self.family, self.factor, self.hidden, self.dropout = family, factor, hidden, dropout
+        self.optimizer, self.lr, self.weight_decay = optimizer, lr, weight_decay
+        self.batch_size, self.epochs, self.steps_per_epoch = batch_size, epochs, steps_per_epoch
+        self.patience, self.max_val_tokens, self.seed = patience, max_val_tokens, seed
+        self.device, self.checkpoint, self.progress = device, checkpoint, progress
+
+    # ----------------------------------------------------------------- shapes and state
+    @property
+    def dim(self) -> int:
+        return DIMS[self.family]
+
+    @property
+    def bottleneck(self) -> int:
+        if self.dim % self.factor:
+            raise ValueError(f"{self.family}: token size {self.dim} is not divisible by "
+                             f"factor {self.factor}")
+        return self.dim // self.factor
+
+    def get_params(self) -> dict:
+        return {k: getattr(self, k) for k in _PARAMS}
+
+    def _build(self) -> None:
+        """Seeded initialisation (PyTorch's default Linear init under torch.manual_seed(seed))."""
+        if self.family not in FAMILIES:
+            raise ValueError(f"unknown token family {self.family!r}; expected one of {FAMILIES}")
+        sizes = [self.dim, self.hidden, self.hidden, self.bottleneck]
+        with self._seeded():
+            self.encoder_ = _mlp(sizes, self.dropout)
+            self.decoder_ = _mlp(sizes[::-1], self.dropout)
+        self.encoder_.to(self.device)
+        self.decoder_.to(self.device)
+        self._fast = None
+
+    @contextlib.contextmanager
+    def _seeded(self):
+        """Seed torch's CPU (and our CUDA device's) generator inside a fork of their state."""
+        dev = torch.device(self.device)
+        cuda = [dev.index or 0] if dev.type == "cuda" else []
+        with torch.random.fork_rng(devices=cuda):
+            torch.random.default_generator.manual_seed(self.seed)
+            if cuda:
+                torch.cuda.manual_seed(self.seed)
+            yield
+
+    def _standardise(self, x: torch.Tensor) -> torch.Tensor:
+        return (x.to(self.device, torch.float32) - self.mean_) / self.std_
+
+    # ----------------------------------------------------------------- fitting
+    def _fit_standardisation(self, logmel: torch.Tensor, batch: int = 512) -> None:
+        total = torch.zeros(self.dim, dtype=torch.float64)
+        total_sq = torch.zeros(self.dim, dtype=torch.float64)
+        count = 0
+        for i in range(0, logmel.shape[0], batch):
+            tok = grid(logmel[i:i + batch].float(), self.family).reshape(-1, self.dim)
+            tok = tok.double().cpu()
+            total += tok.sum(0)
+            total_sq += (tok * tok).sum(0)
+            count += tok.shape[0]
+        mean = total / count
+        var = (total_sq / count - mean * mean).clamp_min(0)
+        self.mean_ = mean.float().to(self.device)
+        self.std_ = var.sqrt().clamp_min(1e-3).float().to(self.device)
+
+    def _grid_tokens(self, logmel: torch.Tensor, limit: int | None = None) -> torch.Tensor:
+        """(n, 96, 100) -> (n * count, dim) float32 grid tokens on the CPU, at most ``limit``
+        (a seeded subset)."""
+        tok = torch.cat([grid(logmel[i:i + 512].float(), self.family).reshape(-1, self.dim).cpu()
+                         for i in range(0, logmel.shape[0], 512)])
+        if limit is not None and tok.shape[0] > limit:
+            g = torch.Generator().manual_seed(self.seed + 1)
+            tok = tok[torch.randperm(tok.shape[0], generator=g)[:limit]]
+        return tok
+
+    def _make_optimizer(self, params) -> torch.optim.Optimizer:
+        kinds = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}
+        if self.optimizer not in kinds:
+            raise ValueError(f"unknown optimizer {self.optimizer!r}; expected one of {list(kinds)}")
+        kw = {"momentum": 0.9} if self.optimizer == "sgd" else {}
+        return kinds[self.optimizer](params, lr=self.lr, weight_decay=self.weight_decay, **kw)
+
+    def fit(self, logmel: torch.Tensor, val_logmel: torch.Tensor) -> "Autoencoder":
+        """Train on crops of ``logmel`` (n, 96, 100), validate on ``val_logmel`` (m, 96, 100).
+
+        The log-mel may be float16 and on any device (batches are moved to ``device``). With a
+        ``checkpoint`` path, state is saved there after every epoch (atomically) and a fit
+        with the same parameters (``epochs`` and ``patience`` may differ) resumes from it.
+        """
+        if logmel.shape[0] == 0 or val_logmel.shape[0] == 0:
+            raise ValueError(f"{self.family}: need training and validation chunks, got "
+                             f"{logmel.shape[0]} and {val_logmel.shape[0]}")
+        self._build()
+        self._fit_standardisation(logmel)
+        val = self._grid_tokens(val_logmel, self.max_val_tokens)
+        if self.family == "thumbnail":
+            logmel = self._grid_tokens(logmel).to(logmel.device)  # (n, 80): crops to draw from
+        params = list(self.encoder_.parameters()) + list(self.decoder_.parameters())
+        opt = self._make_optimizer(params)
+        gen = torch.Generator().manual_seed(self.seed)
+        state = {"epoch": 0, "best_epoch": 0, "bad": 0, "history": []}
+        with self._seeded():
+            best = self._resume(opt, gen, state)
+            if best is None:  # a fresh start: epoch 0 is the initialisation
+                state["best_val"] = self.score(val)
+                state["history"].append({"epoch": 0, "steps": 0, "train_mse": None,
+                                         "val_mse": state["best_val"], "seconds": 0.0})
+                best = self._weights()
+            while state["epoch"] < self.epochs and state["bad"] < self.patience:
+                self._epoch(logmel, val, opt, gen, state)
+                if state["history"][-1]["val_mse"] < state["best_val"]:
+                    state.update(best_val=state["history"][-1]["val_mse"],
+                                 best_epoch=state["epoch"], bad=0)
+                    best = self._weights()
+                else:
+                    state["bad"] += 1
+                self._save_checkpoint(opt, gen, state, best)
+        self._load_weights(best)
+        self.history_, self.best_epoch_ = state["history"], state["best_epoch"]
+        return self
+
+    def _epoch(self, logmel, val, opt, gen, state) -> None:
+        start = time.perf_counter()
+        self.encoder_.train()
+        self.decoder_.train()
+        total = 0.0
+        bar = tqdm(range(self.steps_per_epoch), disable=not self.progress, leave=False,
+                   desc=f"{self.family} epoch {state['epoch'] + 1}/{self.epochs}")
+        for step in bar:
+            idx = torch.randint(0, logmel.shape[0], (self.batch_size,), generator=gen)
+            if self.family == "thumbnail":  # one position per chunk: its precomputed thumbnail
+                crops = logmel[idx.to(logmel.device)]
+            else:
+                crops = sample(logmel, self.family, 1, generator=gen, chunk_ids=idx)
+            x = self._standardise(crops)
+            loss = nn.functional.mse_loss(self.decoder_(self.encoder_(x)), x)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total += loss.item()
+            bar.set_postfix(mse=f"{total / (step + 1):.4f}")
+        state["epoch"] += 1
+        state["history"].append({"epoch": state["epoch"],
+                                 "steps": state["epoch"] * self.steps_per_epoch,
+                                 "train_mse": total / max(self.steps_per_epoch, 1),
+                                 "val_mse": self.score(val),
+                                 "seconds": time.perf_counter() - start})
+
+    # ----------------------------------------------------------------- checkpoints
+    def _weights(self) -> dict:
+        return {"encoder": {k: v.detach().clone() for k, v in self.encoder_.state_dict().items()},
+                "decoder": {k: v.detach().clone() for k, v in self.decoder_.state_dict().items()}}
+
+    def _load_weights(self, weights: dict) -> None:
+        self.encoder_.load_state_dict(weights["encoder"])
+        self.decoder_.load_state_dict(weights["decoder"])
+        self._fast = None
+
+    def _save_checkpoint(self, opt, gen, state, best) -> None:
+        if self.checkpoint is None:
+            return
+        with atomic_path(self.checkpoint) as tmp:
+            torch.save({"params": self.get_params(), "state": state, "best": best,
+                        "current": self._weights(), "optimizer": opt.state_dict(),
+                        "generator": gen.get_state(), "torch_rng": torch.get_rng_state()}, tmp)
+
+    def _resume(self, opt, gen, state) -> dict | None:
+        """Continue from the checkpoint if it has the same parameters; return its best weights."""
+        path = Path(self.checkpoint) if self.checkpoint is not None else None
+        if path is None or not path.is_file():
+            return None
+        ck = torch.load(path, map_location="cpu", weights_only=True)
+        if {k: v for k, v in ck["params"].items() if k in _RESUMABLE} != \
+                {k: v for k, v in self.get_params().items() if k in _RESUMABLE}:
+            return None  # another configuration's checkpoint: start afresh
+        self._load_weights(ck["current"])
+        opt.load_state_dict(ck["optimizer"])
+        gen.set_state(ck["generator"])
+        torch.set_rng_state(ck["torch_rng"])
+        state.update(ck["state"])
+        return ck["best"]
+
+    # ----------------------------------------------------------------- inference
+    @torch.inference_mode()
+    def score(self, tokens: torch.Tensor) -> float:
+        """Reconstruction MSE of (n, dim) raw tokens, in standardised units, eval mode."""
+        self.encoder_.eval()
+        self.decoder_.eval()
+        total = 0.0
+        for i in range(0, tokens.shape[0], ENCODE_BATCH):
+            x = self._standardise(tokens[i:i + ENCODE_BATCH])
+            total += float(((self.decoder_(self.encoder_(x)) - x) ** 2).sum())
+        return total / (tokens.shape[0] * self.dim)
+
+    def _folded(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Encoder layers as (W^T contiguous, b) with the standardisation folded into layer 1."""
+        if self._fast is None:
+            linears = [m for m in self.encoder_ if isinstance(m, nn.Linear)]
+            w, b = linears[0].weight.detach(), linears[0].bias.detach()
+            w1 = w / self.std_
+            layers = [(w1.t().contiguous(), b - w1 @ self.mean_)]
+            layers += [(m.weight.detach().t().contiguous(), m.bias.detach().clone())
+                       for m in linears[1:]]
+            self._fast = layers
+        return self._fast
+
+    @torch.inference_mode()
+    def encode(self, tokens: torch.Tensor, batch: int = ENCODE_BATCH) -> torch.Tensor:
+        """(n, dim) raw tokens -> (n, dim / F) float32 codes on ``device`` (no dropout)."""
+        layers = self._folded()
+        tokens = torch.as_tensor(tokens)
+        out = torch.empty(tokens.shape[0], self.bottleneck, device=self.device)
+        for i in range(0, tokens.shape[0], batch):
+            h = tokens[i:i + batch].to(self.device, torch.float32)
+            for j, (wt, b) in enumerate(layers):
+                h = torch.addmm(b, h, wt)
+                if j < len(layers) - 1:
+                    h.relu_()
+            out[i:i + batch] = h
+        return out
+
+    # ----------------------------------------------------------------- files
+    def save(self, path: str | Path, meta: dict | None = None) -> None:
+        """Write the model (plain tensors and numbers) atomically."""
+        blob = {"format": "bow-autoencoder", "params": self.get_params(),
+                "mean": self.mean_.cpu(), "std": self.std_.cpu(),
+                "history": self.history_, "best_epoch": self.best_epoch_,
+                "meta": meta or {}, **{k: {n: t.cpu() for n, t in v.items()}
+                                       for k, v in self._weights().items()}}
+        with atomic_path(path) as tmp:
+            torch.save(blob, tmp)
+
+    @classmethod
+    def load(cls, path: str | Path, device: str | torch.device = "cpu") -> "Autoencoder":
+        """Read a model written by ``save`` (weights_only: no pickled objects)."""
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+        if not isinstance(blob, dict) or blob.get("format") != "bow-autoencoder":
+            raise ValueError(f"{path}: not a bow autoencoder file")
+        ae = cls(**blob["params"], device=device)
+        ae._build()
+        ae._load_weights(blob)
+        ae.mean_, ae.std_ = blob["mean"].to(device), blob["std"].to(device)
+        ae.history_, ae.best_epoch_, ae.meta_ = blob["history"], blob["best_epoch"], blob["meta"]
+        return ae
