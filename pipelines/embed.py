@@ -1,0 +1,179 @@
+"""Stage 3 of the bag-of-words model: every clip -> chunk and clip count vectors in an HDF5 store.
+
+    python -m pipelines.embed --data DIR [--artifacts artifacts] [--encoder trained|random]
+
+For every clip of the data set (all splits): audio (``bow.audio.read_audio``), 1 s chunks
+(``bow.audio.chunk``, default tail rule, so rows align with every other store), log-mel, the
+143 grid tokens, the stage-1 encoders, the stage-2 codebooks, and one (4 D,) count vector per
+chunk (``bow.bagofwords``). Chunks of all clips of a shard go through in batches of
+``batch_chunks``. The store (``bow.store`` schema, kind "bow") holds raw counts: chunk vectors
+uint16, the clip vector the mean over its chunks (float32). Unreadable clips and rows with
+labels outside the vocabulary are recorded in /skipped. Output: ``<artifacts>/stores/bow.h5``
+(``bow-random.h5`` for ``--encoder random``); its attributes hold this stage's config, the
+upstream configs and fingerprints, D and the family order. Skipped when the store exists with
+the same fingerprint.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import h5py
+import numpy as np
+import torch
+
+from bow.audio import AudioError, chunk, read_audio
+from bow.bagofwords import BagOfWords, clip_vector
+from bow.codebook import Codebook
+from bow.corpus import clips_fingerprint
+from bow.datasets import Clip, load_dataset
+from bow.features import LogMel
+from bow.runtime import resolve_device
+from bow.sharded import embed_to_store
+from bow.stage import locked, read_fingerprint, stage_fingerprint
+from bow.store import ClipFeatures, multi_hot
+from bow.tokens import FAMILIES
+from pipelines import fit_codebooks, train_autoencoders
+from pipelines.cli import add_config_args, common_parser, config_from_args
+
+
+@dataclass(frozen=True)
+class EmbedConfig:
+    """Bag-of-words embedding of every clip into the feature store."""
+    encoder: str = field(default="trained", metadata={"help": "which autoencoders and codebooks "
+                         "to use: trained or random"})
+    shard_size: int = field(default=64, metadata={"help": "clips per store shard (the unit "
+                            "of resumption)"})
+    batch_chunks: int = field(default=256, metadata={"help": "1 s chunks per log-mel and "
+                              "encoding batch"})
+
+    def __post_init__(self):
+        if self.encoder not in train_autoencoders.ENCODERS:
+            raise ValueError(f"encoder must be one of {train_autoencoders.ENCODERS}, "
+                             f"got {self.encoder!r}")
+
+
+def store_path(artifacts: Path, encoder: str) -> Path:
+    """The bag-of-words store for the ``encoder`` (trained | random) model."""
+    return Path(artifacts) / "stores" / ("bow.h5" if encoder == "trained" else f"bow-{encoder}.h5")
+
+
+def store_fingerprint(path: Path) -> str | None:
+    """The fingerprint attribute of a finished store, or None."""
+    try:
+        with h5py.File(path, "r") as f:
+            return str(f.attrs["fingerprint"])
+    except (OSError, KeyError):
+        return None
+
+
+class ShardEmbedder:
+    """list[Clip] -> ([ClipFeatures], [(fname, reason)]) for bow.sharded; picklable: each
+    process loads the encoders and codebooks from their folders on first use."""
+
+    def __init__(self, autoencoders: Path, codebooks: Path, vocabulary: list[str],
+                 device: str = "cpu", batch_chunks: int = 256):
+        self.autoencoders, self.codebooks, self.vocabulary = autoencoders, codebooks, vocabulary
+        self.device, self.batch_chunks = device, batch_chunks
+        self._model = None
+
+    def __getstate__(self):
+        return {**self.__dict__, "_model": None}
+
+    def _counts(self, chunks: np.ndarray) -> np.ndarray:
+        if self._model is None:
+            dev = resolve_device(self.device)
+            self._model = (LogMel().to(dev), BagOfWords.load(self.autoencoders, self.codebooks,
+                                                             dev), dev)
+        front, bag, dev = self._model
+        out = []
+        with torch.inference_mode():
+            for i in range(0, chunks.shape[0], self.batch_chunks):
+                out.append(bag.transform(front(torch.from_numpy(
+                    chunks[i:i + self.batch_chunks]).to(dev))))
+        return np.concatenate(out)
+
+    def __call__(self, clips: list[Clip]):
+        read, skipped = [], []
+        for clip in clips:
+            try:
+                read.append((clip, chunk(read_audio(clip.path))))
+            except AudioError as e:
+                skipped.append((clip.fname, str(e)))
+        if not read:
+            return [], skipped
+        counts = self._counts(np.concatenate([c for _, c in read]))
+        ends = np.cumsum([len(c) for _, c in read])
+        items = [ClipFeatures(fname=clip.fname, split=clip.split,
+                              labels=multi_hot(clip.labels, self.vocabulary),
+                              chunks=rows, clip=clip_vector(rows))
+                 for (clip, _), rows in zip(read, np.split(counts, ends[:-1]))]
+        return items, skipped
+
+
+def run(data: Path, artifacts: Path, config: EmbedConfig = EmbedConfig(),
+        device: str = "auto", progress: bool = True, jobs: int = 1, threads: int | None = None,
+        scheduler: str | None = None) -> Path:
+    """Embed every clip into the store; return its path. Skips itself when nothing changed.
+
+    ``jobs``, ``threads`` and ``scheduler`` choose where shards run (bow.sharded); they do not
+    change the store, so they are not part of its fingerprint.
+    """
+    ae_dir = train_autoencoders.output_dir(artifacts, config.encoder)
+    cb_dir = fit_codebooks.output_dir(artifacts, config.encoder)
+    upstream = {"autoencoders": read_fingerprint(ae_dir), "codebooks": read_fingerprint(cb_dir)}
+    for name, d in (("train_autoencoders", ae_dir), ("fit_codebooks", cb_dir)):
+        if read_fingerprint(d) is None:
+            raise SystemExit(f"{d}: not finished; run python -m pipelines.{name} "
+                             f"--encoder {config.encoder} first")
+    dataset = load_dataset(data)
+    inputs = {**upstream, "clips": clips_fingerprint(dataset.clips), "invalid": dataset.invalid}
+    fingerprint = stage_fingerprint(config, inputs)
+    out = store_path(artifacts, config.encoder)
+    with locked(out.parent / f".{out.name}.lock", "embed"):
+        if store_fingerprint(out) == fingerprint:
+            return out
+        n_codes = Codebook.load(cb_dir / f"{FAMILIES[0]}.npz").n_codes
+        resolved = {"embed": config, "n_codes": n_codes, "families": list(FAMILIES),
+                    "chunk_vectors": "uint16 counts, 4 histograms of n_codes in family order",
+                    "clip_vector": "mean of the chunk vectors",
+                    "train_autoencoders": json.loads((ae_dir / "config.json").read_text()),
+                    "fit_codebooks": json.loads((cb_dir / "config.json").read_text())}
+        embedder = ShardEmbedder(ae_dir, cb_dir, dataset.vocabulary,
+                                 str(resolve_device(device)), config.batch_chunks)
+        embed_to_store(dataset.clips, embedder, out, vocabulary=dataset.vocabulary, kind="bow",
+                       config=resolved, fingerprint=fingerprint, upstream=upstream,
+                       shard_size=config.shard_size, extra_skipped=dataset.invalid,
+                       progress=progress, jobs=jobs, threads=threads, scheduler=scheduler)
+    return out
+
+
+def main(argv=None) -> None:
+    parser = common_parser("Embed every clip with the bag-of-words model into an HDF5 store.")
+    parser.add_argument("--jobs", type=int, default=1, help="local worker processes")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads per worker")
+    parser.add_argument("--scheduler", default=None, help="Dask scheduler address "
+                        "(tcp://host:8786) or local:N for a local cluster of N workers")
+    add_config_args(parser, EmbedConfig)
+    args = parser.parse_args(argv)
+    try:
+        cfg = config_from_args(EmbedConfig, args)
+    except ValueError as e:
+        parser.error(str(e))
+    if args.threads and args.jobs == 1 and not args.scheduler:
+        torch.set_num_threads(args.threads)
+    path = store_path(args.artifacts, cfg.encoder)
+    before = store_fingerprint(path)
+    run(args.data, args.artifacts, cfg, device=args.device, jobs=args.jobs, threads=args.threads,
+        scheduler=args.scheduler)
+    if before is not None and store_fingerprint(path) == before:
+        print(f"{path}: up to date (same config and inputs), skipped")
+    with h5py.File(path, "r") as f:
+        n, m = len(f["clips/fname"]), (len(f["chunks/vectors"]) if "chunks" in f else 0)
+        print(f"{path}: {n} clips, {m} chunks, {len(f['skipped/fname'])} skipped, "
+              f"vectors of {f['chunks/vectors'].shape[1] if m else 0} counts")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,164 @@
+"""Stage 1 of the bag-of-words model: one autoencoder per token family.
+
+    python -m pipelines.train_autoencoders --data DIR [--artifacts artifacts] [--encoder random]
+
+Reads the training clips (``--train-splits``), holds out a seeded ``val_fraction`` of them for
+validation (early stopping), computes their log-mel once and trains the four autoencoders
+(``bow.autoencoder``) in turn. Writes ``<artifacts>/autoencoders/<family>.pt``, ``history.json``
+(per-epoch train and validation MSE), ``config.json`` and ``fingerprint.json``. Checkpoints go to
+``.checkpoints-<fingerprint>/`` after every epoch; a run that is stopped resumes from them, a
+family already saved with this fingerprint is not trained again, and they are deleted when
+the stage completes. ``--encoder random`` writes the untrained, seeded initialisations (with the
+input standardisation fitted on the training tokens) to ``autoencoders-random/``: the control.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from bow.autoencoder import Autoencoder
+from bow.corpus import clips_fingerprint, holdout, logmel_clips, subset
+from bow.datasets import Clip, Dataset, load_dataset
+from bow.runtime import resolve_device
+from bow.stage import (clear_done, is_done, locked, mark_done, read_fingerprint,
+                       stage_fingerprint, write_json)
+from bow.tokens import FAMILIES
+from pipelines.cli import add_config_args, common_parser, config_from_args
+
+ENCODERS = ("trained", "random")
+
+
+@dataclass(frozen=True)
+class TrainAutoencodersConfig:
+    """Autoencoder training. Paper values: F = 10, hidden 2048, dropout 0.5, MSE.
+
+    Not in the paper, chosen here: Adam, lr 1e-3, batch 256 crops, epochs of 500 steps, early
+    stopping after 3 epochs without a lower validation MSE, at most 10 epochs (5,000 steps,
+    1.28 M crops per family): see benchmarks/autoencoder_budget.py for the measurements.
+    """
+    encoder: str = field(default="trained", metadata={"help": "trained, or random: untrained "
+                         "seeded encoders of the same shapes (a control)"})
+    factor: int = field(default=10, metadata={"help": "bottleneck = token size / factor (10 or 20)"})
+    hidden: int = field(default=2048, metadata={"help": "hidden layer width"})
+    dropout: float = field(default=0.5, metadata={"help": "dropout after each hidden layer"})
+    optimizer: str = field(default="adam", metadata={"help": "adam, adamw or sgd (momentum 0.9)"})
+    lr: float = field(default=1e-3, metadata={"help": "learning rate"})
+    weight_decay: float = field(default=0.0, metadata={"help": "weight decay"})
+    batch_size: int = field(default=256, metadata={"help": "random crops per step"})
+    epochs: int = field(default=10, metadata={"help": "at most this many epochs"})
+    steps_per_epoch: int = field(default=500, metadata={"help": "optimiser steps per epoch"})
+    patience: int = field(default=3, metadata={"help": "early stopping: epochs without a "
+                          "better validation MSE"})
+    val_fraction: float = field(default=0.1, metadata={"help": "fraction of the training clips "
+                                "held out for validation (seeded)"})
+    max_val_tokens: int = field(default=20_000, metadata={"help": "validation tokens per family "
+                                "(seeded subset of the held-out grid tokens)"})
+    max_clips: int | None = field(default=None, metadata={"help": "train on a seeded subset of "
+                                  "at most this many training clips (none: all)"})
+    train_splits: tuple[str, ...] = field(default=("train",), metadata={"help": "splits to "
+                                          "train on (FSD50K: train; labels.csv: e.g. 1,2,3,4)"})
+    seed: int = field(default=0, metadata={"help": "seed for initialisation, crops, dropout"})
+
+    def __post_init__(self):
+        if self.encoder not in ENCODERS:
+            raise ValueError(f"encoder must be one of {ENCODERS}, got {self.encoder!r}")
+
+
+def output_dir(artifacts: Path, encoder: str) -> Path:
+    """Where the autoencoders of kind ``encoder`` (trained | random) live."""
+    return Path(artifacts) / ("autoencoders" if encoder == "trained" else f"autoencoders-{encoder}")
+
+
+def training_clips(dataset: Dataset, splits: tuple[str, ...]) -> list[Clip]:
+    """The clips of the training splits; a clear error when there are none."""
+    clips = dataset.select(splits)
+    if not clips:
+        raise SystemExit(f"{dataset.root}: no clips in the training split(s) {list(splits)}; "
+                         f"the data set has splits {dataset.splits} (set --train-splits)")
+    return clips
+
+
+def _model(cfg: TrainAutoencodersConfig, family: str, device, checkpoint, progress):
+    return Autoencoder(family, factor=cfg.factor, hidden=cfg.hidden, dropout=cfg.dropout,
+                       optimizer=cfg.optimizer, lr=cfg.lr, weight_decay=cfg.weight_decay,
+                       batch_size=cfg.batch_size,
+                       epochs=cfg.epochs if cfg.encoder == "trained" else 0,
+                       steps_per_epoch=cfg.steps_per_epoch, patience=cfg.patience,
+                       max_val_tokens=cfg.max_val_tokens, seed=cfg.seed, device=device,
+                       checkpoint=checkpoint, progress=progress)
+
+
+def _saved_fingerprint(path: Path) -> str | None:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)["meta"].get("fingerprint")
+    except Exception:  # missing or unreadable file: train it
+        return None
+
+
+def run(data: Path, artifacts: Path, config: TrainAutoencodersConfig = TrainAutoencodersConfig(),
+        device: str = "auto", progress: bool = True) -> Path:
+    """Train (or initialise) the four autoencoders; return their folder. Skips if unchanged."""
+    dataset = load_dataset(data)
+    train = subset(training_clips(dataset, config.train_splits), config.max_clips, config.seed)
+    inputs = {"clips": clips_fingerprint(train)}
+    fingerprint = stage_fingerprint(config, inputs)
+    out = output_dir(artifacts, config.encoder)
+    with locked(out, "train_autoencoders"):
+        if is_done(out, fingerprint):
+            return out
+        clear_done(out)
+        dev = resolve_device(device)
+        fit_clips, val_clips = holdout(train, config.val_fraction, config.seed)
+        logmel, _, skipped = logmel_clips(fit_clips, dev, progress=progress, desc="log-mel train")
+        val_logmel, _, val_skipped = logmel_clips(val_clips, dev, progress=progress,
+                                                  desc="log-mel val")
+        checkpoints = out / f".checkpoints-{fingerprint[:16]}"
+        summary = {"fit_clips": len(fit_clips), "val_clips": len(val_clips),
+                   "fit_chunks": int(logmel.shape[0]), "val_chunks": int(val_logmel.shape[0]),
+                   "skipped": skipped + val_skipped, "families": {}}
+        for family in FAMILIES:
+            path = out / f"{family}.pt"
+            if _saved_fingerprint(path) != fingerprint:
+                start = time.perf_counter()
+                ae = _model(config, family, dev, checkpoints / f"{family}.pt", progress)
+                ae.fit(logmel, val_logmel).save(path, meta={"fingerprint": fingerprint,
+                                                            "seconds": time.perf_counter() - start})
+            saved = Autoencoder.load(path)
+            summary["families"][family] = {"best_epoch": saved.best_epoch_,
+                                           "val_mse": saved.history_[saved.best_epoch_]["val_mse"],
+                                           "seconds": saved.meta_.get("seconds"),
+                                           "history": saved.history_}
+        write_json(out / "history.json", summary)
+        mark_done(out, fingerprint, config, inputs)
+        shutil.rmtree(checkpoints, ignore_errors=True)
+    return out
+
+
+def main(argv=None) -> None:
+    parser = common_parser("Train the bag-of-words autoencoders (one per token family).")
+    add_config_args(parser, TrainAutoencodersConfig)
+    args = parser.parse_args(argv)
+    try:
+        cfg = config_from_args(TrainAutoencodersConfig, args)
+    except ValueError as e:
+        parser.error(str(e))
+    before = read_fingerprint(output_dir(args.artifacts, cfg.encoder))
+    out = run(args.data, args.artifacts, cfg, device=args.device)
+    if before is not None and read_fingerprint(out) == before:
+        print(f"{out}: up to date (same config and inputs), skipped")
+    summary = json.loads((out / "history.json").read_text())
+    print(f"autoencoders ({cfg.encoder}) in {out}: {summary['fit_clips']} clips "
+          f"({summary['fit_chunks']} chunks) fitted, {summary['val_clips']} held out, "
+          f"{len(summary['skipped'])} unreadable")
+    for family, s in summary["families"].items():
+        print(f"  {family:18s} validation MSE {s['val_mse']:.4f} (standardised; 1.0 = the mean) "
+              f"at epoch {s['best_epoch']}")
+
+
+if __name__ == "__main__":
+    main()
