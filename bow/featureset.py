@@ -25,7 +25,7 @@ class FeatureSetError(ValueError):
 @dataclass
 class FeatureSet:
     """Chunk vectors with their clips' labels (M chunk rows, N clips, D columns, C classes)."""
-    chunks: np.ndarray          # (M, D) float32 (counts kept exact)
+    chunks: np.ndarray          # (M, D) as stored (bow: uint16 counts); joined: float32
     offsets: np.ndarray         # (N + 1,) int64, clip i owns rows offsets[i]:offsets[i + 1]
     labels: np.ndarray          # (N, C) uint8 multi-hot
     fname: np.ndarray           # (N,) str
@@ -67,10 +67,11 @@ def _one(path: Path) -> FeatureSet:
         raise FeatureSetError(f"{path}: the store holds no clips")
     kind = str(store.attrs.get("kind", ""))
     chunks = store.chunks
-    if chunks.ndim != 2:
-        raise FeatureSetError(f"{path}: chunk vectors must be 2-D, got shape {chunks.shape}")
+    if chunks.ndim != 2 or chunks.dtype.kind not in "uif":
+        raise FeatureSetError(f"{path}: chunk vectors must be a 2-D numeric array, got "
+                              f"{chunks.dtype} {chunks.shape}")
     return FeatureSet(
-        chunks=chunks.astype(np.float32, copy=False), offsets=store.offsets.astype(np.int64),
+        chunks=chunks, offsets=store.offsets.astype(np.int64),
         labels=store.labels, fname=store.fname, split=store.split,
         vocabulary=store.vocabulary,
         count_columns=np.full(chunks.shape[1], kind == "bow"),
