@@ -169,7 +169,8 @@ def _dataset_section(run_dir: Path, dataset: str, entries: list[dict]) -> str:
         how = (f"{first['n_folds']}-fold cross-validation (early stopping on the next fold); "
                "scores are mean ± std over the folds")
     else:
-        how = f"train / early-stop on {first['validation']} / score on the evaluation split"
+        how = (f"train on the training split(s), stop early on {first['validation']}, score "
+               f"on {first['folds'][0]['fold']}")
     rows = []
     for e in entries:
         r = e["result"]
@@ -181,7 +182,7 @@ def _dataset_section(run_dir: Path, dataset: str, entries: list[dict]) -> str:
                                  r.get("accuracy_std") if r["n_folds"] > 1 else None),
             "clips": " / ".join(fmt(r[k], 0) if isinstance(r[k], float) else str(r[k])
                                 for k in ("n_train_clips", "n_val_clips", "n_eval_clips")),
-            "epoch": fmt(r["best_epoch"], 1)})
+            "epoch": fmt(r["best_epoch"], 1 if r["n_folds"] > 1 else 0)})
     columns = [("features", "features"), ("stores", "stores"), ("map", "mAP"),
                ("d_prime", "d′")] + ([("accuracy", "accuracy")] if single else []) + [
         ("clips", "clips train / val / eval" + (" (per fold)" if first["n_folds"] > 1 else "")),
