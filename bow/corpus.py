@@ -1,4 +1,4 @@
-"""Training material for the bag-of-words model: log-mel of a clip list, held-out clips, fingerprints.
+"""Training material for the bag-of-words model: log-mel of clips, held-out clips, fingerprints.
 
 ``logmel_clips`` reads each clip (``bow.audio.read_audio``), cuts it into 1 s chunks
 (``bow.audio.chunk``, default tail rule) and computes the (96, 100) log-mel of every chunk

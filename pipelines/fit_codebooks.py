@@ -18,7 +18,7 @@ from pathlib import Path
 
 from bow.autoencoder import Autoencoder
 from bow.bagofwords import family_codes
-from bow.codebook import CODEBOOK_SIZES, Codebook, CodebookError, faiss_gpus
+from bow.codebook import CODEBOOK_SIZES, INITS, Codebook, CodebookError, faiss_gpus
 from bow.corpus import clips_fingerprint, logmel_clips, subset
 from bow.datasets import load_dataset
 from bow.runtime import resolve_device
@@ -56,6 +56,8 @@ class FitCodebooksConfig:
                              f"got {self.encoder!r}")
         if self.n_codes not in CODEBOOK_SIZES:
             raise ValueError(f"n_codes must be one of {CODEBOOK_SIZES}, got {self.n_codes}")
+        if self.init not in INITS:
+            raise ValueError(f"init must be one of {INITS}, got {self.init!r}")
 
 
 def output_dir(artifacts: Path, encoder: str) -> Path:
@@ -123,7 +125,8 @@ def main(argv=None) -> None:
     print(f"codebooks (D = {cfg.n_codes}, {cfg.encoder} encoders) in {out}: "
           f"{summary['clips']} clips, {summary['chunks']} chunks, "
           f"{len(summary['skipped'])} unreadable")
-    for family, s in summary["families"].items():
+    for family in FAMILIES:
+        s = summary["families"][family]
         note = f", {s['points_per_centroid']:.0f} points per centroid" if s["few_points"] else ""
         print(f"  {family:18s} {s['n_points']} points, mean sq. distance "
               f"{s['mean_squared_distance']:.4g}, {s['empty']} empty, imbalance "

@@ -13,6 +13,16 @@ from tests.conftest import DEVICES
 TINY = dict(hidden=32, batch_size=32, steps_per_epoch=3, max_val_tokens=500)
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """These models are tiny: one thread beats two (thread hand-offs dominate), most of all on
+    a loaded machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def esc10_logmel(esc10_dir):
     """(fit, validation) log-mel of 24 + 4 ESC-10 clips from folds 1-4 (5 chunks each)."""

@@ -114,7 +114,8 @@ def esc10_subset(esc10_dir, tmp_path_factory):
 def test_command_lines_with_random_encoders_on_labels_csv_layout(esc10_subset, tmp_path, capsys):
     art = tmp_path / "art"
     toml = tmp_path / "train.toml"
-    toml.write_text('hidden = 32\nsteps_per_epoch = 3\nbatch_size = 32\ntrain_splits = ["1", "2", "3"]\n')
+    toml.write_text('hidden = 32\nsteps_per_epoch = 3\nbatch_size = 32\n'
+                    'train_splits = ["1", "2", "3"]\n')
     common = ["--data", str(esc10_subset), "--artifacts", str(art), "--device", "cpu"]
     train_autoencoders.main(common + ["--config", str(toml), "--encoder", "random"])
     assert (art / "autoencoders-random" / "patch.pt").is_file()
