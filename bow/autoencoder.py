@@ -26,6 +26,7 @@ Files hold plain tensors and numbers (``torch.load(weights_only=True)``), never 
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
 from pathlib import Path
 
@@ -33,13 +34,25 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from bow.stage import atomic_path
+from bow.stage import ArtifactError, load_torch, save_torch
 from bow.tokens import DIMS, FAMILIES, grid, sample
 
 ENCODE_BATCH = 4096  # tokens per matmul at inference
 _PARAMS = ("family", "factor", "hidden", "dropout", "optimizer", "lr", "weight_decay",
            "batch_size", "epochs", "steps_per_epoch", "patience", "max_val_tokens", "seed")
 _RESUMABLE = set(_PARAMS) - {"epochs", "patience"}  # a checkpoint may continue with new ones
+
+
+_WORKSPACE = threading.local()
+
+
+def _workspace(slot: int, rows: int, cols: int) -> torch.Tensor:
+    """A reusable (rows, cols) float32 CPU buffer, one per slot, width and thread."""
+    bufs = _WORKSPACE.__dict__
+    buf = bufs.get((slot, cols))
+    if buf is None or buf.shape[0] < rows:
+        buf = bufs[(slot, cols)] = torch.empty(rows, cols)
+    return buf[:rows]
 
 
 def _mlp(sizes: list[int], dropout: float) -> nn.Sequential:
@@ -220,17 +233,17 @@ class Autoencoder:
     def _save_checkpoint(self, opt, gen, state, best) -> None:
         if self.checkpoint is None:
             return
-        with atomic_path(self.checkpoint) as tmp:
-            torch.save({"params": self.get_params(), "state": state, "best": best,
-                        "current": self._weights(), "optimizer": opt.state_dict(),
-                        "generator": gen.get_state(), "torch_rng": torch.get_rng_state()}, tmp)
+        save_torch({"params": self.get_params(), "state": state, "best": best,
+                    "current": self._weights(), "optimizer": opt.state_dict(),
+                    "generator": gen.get_state(), "torch_rng": torch.get_rng_state()},
+                   self.checkpoint)
 
     def _resume(self, opt, gen, state) -> dict | None:
         """Continue from the checkpoint if it has the same parameters; return its best weights."""
         path = Path(self.checkpoint) if self.checkpoint is not None else None
         if path is None or not path.is_file():
             return None
-        ck = torch.load(path, map_location="cpu", weights_only=True)
+        ck = load_torch(path, "autoencoder training checkpoint")
         if {k: v for k, v in ck["params"].items() if k in _RESUMABLE} != \
                 {k: v for k, v in self.get_params().items() if k in _RESUMABLE}:
             return None  # another configuration's checkpoint: start afresh
@@ -266,17 +279,30 @@ class Autoencoder:
 
     @torch.inference_mode()
     def encode(self, tokens: torch.Tensor, batch: int = ENCODE_BATCH) -> torch.Tensor:
-        """(n, dim) raw tokens -> (n, dim / F) float32 codes on ``device`` (no dropout)."""
+        """(n, dim) raw tokens -> (n, dim / F) float32 codes on ``device`` (no dropout).
+
+        ``batch`` tokens per matmul. On the CPU the hidden activations go to two buffers kept
+        per thread (``_workspace``) and the codes straight into the output: a fresh 32 MiB
+        activation per matmul costs page faults (measured ~8% of the encoding time; same
+        bytes out). On CUDA, bow.precision.encoder_precision may run the layers in TF32/bf16.
+        """
         layers = self._folded()
         tokens = torch.as_tensor(tokens)
         out = torch.empty(tokens.shape[0], self.bottleneck, device=self.device)
+        reuse = out.device.type == "cpu"
         for i in range(0, tokens.shape[0], batch):
             h = tokens[i:i + batch].to(self.device, torch.float32)
             for j, (wt, b) in enumerate(layers):
-                h = torch.addmm(b, h, wt)
-                if j < len(layers) - 1:
+                last = j == len(layers) - 1
+                if not reuse:
+                    h = torch.addmm(b, h, wt)
+                    if last:
+                        out[i:i + batch] = h
+                    continue
+                dst = out[i:i + h.shape[0]] if last else _workspace(j, h.shape[0], wt.shape[1])
+                h = torch.addmm(b, h, wt, out=dst)
+                if not last:
                     h.relu_()
-            out[i:i + batch] = h
         return out
 
     def save(self, path: str | Path, meta: dict | None = None) -> None:
@@ -286,18 +312,30 @@ class Autoencoder:
                 "history": self.history_, "best_epoch": self.best_epoch_,
                 "meta": meta or {}, **{k: {n: t.cpu() for n, t in v.items()}
                                        for k, v in self._weights().items()}}
-        with atomic_path(path) as tmp:
-            torch.save(blob, tmp)
+        save_torch(blob, path)
 
     @classmethod
     def load(cls, path: str | Path, device: str | torch.device = "cpu") -> "Autoencoder":
-        """Read a model written by ``save`` (weights_only: no pickled objects)."""
-        blob = torch.load(path, map_location="cpu", weights_only=True)
+        """Read a model written by ``save`` (weights_only: no pickled objects).
+
+        Raises ArtifactError (bow.stage) naming the file when it is missing, unreadable, not an
+        autoencoder, or its weights do not fit its parameters."""
+        blob = load_torch(path, "bow autoencoder")
         if not isinstance(blob, dict) or blob.get("format") != "bow-autoencoder":
-            raise ValueError(f"{path}: not a bow autoencoder file")
-        ae = cls(**blob["params"], device=device)
-        ae._build()
-        ae._load_weights(blob)
-        ae.mean_, ae.std_ = blob["mean"].to(device), blob["std"].to(device)
-        ae.history_, ae.best_epoch_, ae.meta_ = blob["history"], blob["best_epoch"], blob["meta"]
+            raise ArtifactError(f"{path}: not a bow autoencoder file (no format "
+                                "'bow-autoencoder'; written by pipelines.train_autoencoders?)")
+        try:
+            ae = cls(**blob["params"], device=device)
+            ae._build()
+            ae._load_weights(blob)
+            ae.mean_, ae.std_ = blob["mean"].to(device), blob["std"].to(device)
+            if ae.mean_.shape != (ae.dim,) or ae.std_.shape != (ae.dim,):
+                raise ValueError(f"standardisation of shape {tuple(ae.mean_.shape)}, "
+                                 f"expected ({ae.dim},)")
+            ae.history_, ae.best_epoch_ = blob["history"], blob["best_epoch"]
+            ae.meta_ = blob["meta"]
+        except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as e:
+            detail = str(e).strip().splitlines()[0] if str(e).strip() else repr(e)
+            raise ArtifactError(f"{path}: damaged or mismatched bow autoencoder ({detail})") \
+                from None
         return ae

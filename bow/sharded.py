@@ -4,7 +4,11 @@ The clips are cut into shards of ``shard_size`` in dataset order. Each finished 
 HDF5 file under ``.<store>.shards-<fingerprint>/`` (written atomically), so a run killed at any
 point redoes at most the shards in flight; the shards are then merged, in order, into the store
 and deleted. Since the shard contents depend only on the clips and the config, the merged store
-is the same whether the shards were computed at once, across restarts, or on several workers.
+is the same, byte for byte, whether the shards were computed at once, across restarts (a run
+killed with SIGKILL and started again), or on several workers. The caller holds the store's
+lock (``bow.store.lock_dir``) for the whole call: shard folders and temporary files of this
+store left by killed runs (of any configuration) are then deleted once the store is complete
+(``remove_leftovers``).
 
 Where shards run:
 * ``jobs=1``: in this process;
@@ -27,6 +31,7 @@ from tqdm.auto import tqdm
 
 from bow import __version__
 from bow.datasets import Clip
+from bow.stage import remove_temporaries
 from bow.store import ClipFeatures, merge, write_shard
 
 EmbedShard = Callable[[list[Clip]], tuple[list[ClipFeatures], list[tuple[str, str]]]]
@@ -34,6 +39,16 @@ EmbedShard = Callable[[list[Clip]], tuple[list[ClipFeatures], list[tuple[str, st
 
 def shard_dir(out_path: Path, fingerprint: str) -> Path:
     return out_path.parent / f".{out_path.name}.shards-{fingerprint[:16]}"
+
+
+def remove_leftovers(out_path: str | Path) -> None:
+    """Delete the shard folders and temporary files that runs on ``out_path`` left behind.
+
+    Call while holding the store's lock, once the store is complete."""
+    out_path = Path(out_path)
+    for d in out_path.parent.glob(f".{out_path.name}.shards-*"):
+        shutil.rmtree(d, ignore_errors=True)
+    remove_temporaries(out_path.parent, out_path.name)
 
 
 def split_shards(clips: list[Clip], shard_size: int) -> list[list[Clip]]:
@@ -104,4 +119,4 @@ def embed_to_store(clips: list[Clip], embed_shard: EmbedShard, out_path: str | P
     bar.close()
     merge([pre] + paths, out_path, vocabulary=vocabulary, kind=kind, config=config,
           fingerprint=fingerprint, upstream=upstream, code_version=__version__)
-    shutil.rmtree(tmp_dir, ignore_errors=True)
+    remove_leftovers(out_path)

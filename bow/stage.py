@@ -1,9 +1,33 @@
-"""Stage bookkeeping: fingerprints, atomic writes, skip-when-unchanged, and a directory lock.
+"""Stage bookkeeping: fingerprints, atomic writes, skip-when-unchanged, safe loading, locks.
 
 A stage's fingerprint is the SHA-256 of its resolved config, the code version and its inputs'
 fingerprints (canonical JSON). It is written to ``fingerprint.json`` beside the outputs only
 after every output is complete, so a stage killed half-way is redone, and a stage whose
 fingerprint is unchanged is skipped.
+
+Crash safety: every file is written under a temporary name beside its final one
+(``.<name>.tmp-<pid>``), flushed to disk and renamed (``atomic_path``), so a process killed at
+any moment (even by SIGKILL) leaves under a final name either nothing, the previous version or
+the complete new one, never a part. A killed run may leave its temporary file behind; it is
+never read, and the next run of the stage in that folder deletes it (``locked``).
+
+Determinism: ``save_torch`` writes through a file object, because ``torch.save(obj, path)``
+names the zip archive inside the file after the file name, which for a temporary name holds
+the process id; with a file object the archive is always named "archive", so the same
+content gives the same bytes.
+
+Loading (``load_torch``, ``read_json``): checkpoints are read with
+``torch.load(weights_only=True)`` (tensors, numbers, strings, lists and dicts only; no
+pickled objects) and any failure (missing, truncated, random bytes, a pickle, bad JSON)
+becomes ``ArtifactError`` naming the file and the problem.
+
+Locks (``locked``): a stage holds an exclusive lock on the folder it writes and a shared lock
+on each folder it reads, through ``flock`` on a ``.lock`` file in it. A second stage that
+would write the same folder, or read a folder being written, fails at once with
+``LockedError`` saying which process holds it; several readers may share a folder. The
+kernel drops the lock when its process dies (SIGKILL included): no stale locks. ``flock`` is
+not reliable on some network filesystems (older NFS): there, do not run two stages on the
+same artifacts at once.
 """
 from __future__ import annotations
 
@@ -13,6 +37,9 @@ import fcntl
 import hashlib
 import json
 import os
+import socket
+import sys
+import time
 from pathlib import Path
 
 from bow import __version__
@@ -20,6 +47,11 @@ from bow import __version__
 
 class LockedError(RuntimeError):
     """Another process holds the lock on an artifacts folder."""
+
+
+class ArtifactError(ValueError):
+    """A stage output (checkpoint, model, sidecar) that is missing, unreadable or of the wrong
+    kind; the message names the file and the problem."""
 
 
 def to_jsonable(obj):
@@ -55,19 +87,62 @@ def stage_fingerprint(config, inputs: dict) -> str:
     return digest({"config": config, "code_version": __version__, "inputs": inputs})
 
 
+TMP_MARK = ".tmp-"
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path):
-    """Yield a temporary path beside ``path``; rename it to ``path`` only if the block succeeds."""
+    """Yield a temporary path beside ``path``; rename it to ``path`` only if the block succeeds.
+
+    The file is flushed to disk before the rename and the folder after it, so even a power
+    cut leaves the old or the new file, never a part of one.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp = path.with_name(f".{path.name}{TMP_MARK}{os.getpid()}")
     try:
         yield tmp
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
+        _fsync_dir(path.parent)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's process
+        return True
+    return True
+
+
+def remove_temporaries(directory: str | Path, name: str = "*") -> list[Path]:
+    """Delete the temporary files (``.<name>.tmp-<pid>``) that killed runs left in ``directory``
+    (files of ``name`` only, if given; never those of a live process)."""
+    removed = []
+    for p in Path(directory).glob(f".{name}{TMP_MARK}*"):
+        pid = p.name.rsplit(TMP_MARK, 1)[-1]
+        if p.is_file() and pid.isdigit() and not _alive(int(pid)):
+            p.unlink(missing_ok=True)
+            removed.append(p)
+    return removed
 
 
 def write_json(path: str | Path, obj) -> None:
@@ -76,11 +151,47 @@ def write_json(path: str | Path, obj) -> None:
         tmp.write_text(json.dumps(to_jsonable(obj), indent=2, sort_keys=True) + "\n")
 
 
+def read_json(path: str | Path, what: str = "JSON file"):
+    """The JSON content of ``path``; ArtifactError naming the file if missing or malformed."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ArtifactError(f"{path}: no such file (the {what})") from None
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise ArtifactError(f"{path}: not a readable {what} ({e})") from None
+
+
+def save_torch(obj, path: str | Path) -> None:
+    """``torch.save(obj)`` to ``path`` atomically, the same bytes for the same content."""
+    import torch
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:  # a file object: the archive is named "archive", not tmp
+            torch.save(obj, f)
+
+
+def load_torch(path: str | Path, what: str = "checkpoint", map_location="cpu"):
+    """``torch.load(path, weights_only=True)``; ArtifactError naming the file on any failure.
+
+    weights_only refuses anything but tensors and plain containers, so loading never runs
+    pickled code."""
+    import torch
+    path = Path(path)
+    if not path.is_file():
+        raise ArtifactError(f"{path}: no such file (the {what})")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # RuntimeError, UnpicklingError, EOFError, OSError, ...
+        detail = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ArtifactError(f"{path}: not a readable {what} (truncated, corrupt, or not "
+                            f"written by this project: {detail})") from None
+
+
 def read_fingerprint(out_dir: str | Path) -> str | None:
     """The fingerprint a completed stage left in ``out_dir``, or None."""
     try:
         return json.loads((Path(out_dir) / "fingerprint.json").read_text())["fingerprint"]
-    except (OSError, ValueError, KeyError):
+    except (OSError, ValueError, KeyError, TypeError):
         return None
 
 
@@ -102,19 +213,65 @@ def clear_done(out_dir: str | Path) -> None:
     (Path(out_dir) / "fingerprint.json").unlink(missing_ok=True)
 
 
+def _holder(f) -> str:
+    """What the exclusive holder wrote in the lock file, e.g. 'embed, pid 12 on host, ...'."""
+    try:
+        f.seek(0)
+        text = f.read().strip()
+    except OSError:
+        text = ""
+    return text or "a process that did not say which"
+
+
 @contextlib.contextmanager
-def locked(directory: str | Path, what: str = "stage"):
-    """Hold an exclusive lock on ``directory`` (a ``.lock`` file in it); fail fast if taken."""
+def locked(directory: str | Path, what: str = "stage", shared: bool = False):
+    """Hold a lock on ``directory`` (its ``.lock`` file) for the block; fail fast if taken.
+
+    Exclusive (a stage writing the folder) by default; ``shared=True`` for a stage reading it:
+    readers exclude writers, not each other. A shared lock on a folder that cannot hold a lock
+    file (read-only) is skipped: nobody can write there either. The exclusive holder writes
+    ``what``, its pid, host, command and start time into the lock file for the message others
+    get, and deletes the temporary files killed runs left in the folder.
+    """
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    f = open(directory / ".lock", "a+")
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        f = open(directory / ".lock", "a+")
+    except OSError:
+        if not shared:
+            raise
+        f = None
+    if f is None:
+        yield
+        return
+    lock_file = directory / ".lock"
     try:
         try:
-            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(f.fileno(), (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise LockedError(
-                f"{directory}: another {what} is running on this folder (lock held on "
-                f"{directory / '.lock'}); wait for it or use another --artifacts folder") from None
+            raise LockedError(_locked_message(f, directory, lock_file, shared)) from None
+        if not shared:
+            f.seek(0)
+            f.truncate()
+            f.write(f"{what}, pid {os.getpid()} on {socket.gethostname()}, started "
+                    f"{time.strftime('%Y-%m-%d %H:%M:%S')}: {' '.join(sys.argv)}\n")
+            f.flush()
+            remove_temporaries(directory)
         yield
     finally:
         f.close()
+
+
+def _locked_message(f, directory: Path, lock_file: Path, shared: bool) -> str:
+    hint = "wait for it to finish, or use another --artifacts folder"
+    if shared:
+        return (f"{directory}: another stage is writing this folder ({_holder(f)}); {hint} "
+                f"(lock: {lock_file})")
+    try:  # only readers hold it when a shared lock can be had
+        fcntl.flock(f.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
+        fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+        return (f"{directory}: another stage is reading this folder, so it cannot be rewritten "
+                f"now; {hint} (lock: {lock_file})")
+    except BlockingIOError:
+        return (f"{directory}: another stage is running on this folder ({_holder(f)}); {hint} "
+                f"(lock: {lock_file})")

@@ -17,7 +17,13 @@ Schema (N clips, M chunks in all, C labels; README.md documents it for users):
 
 Datasets are lzf-compressed and chunked in blocks of about 256 KiB. A shard has the same
 layout without /vocabulary; ``merge`` concatenates shards in order into the final file.
-Every file is written under a temporary name and renamed when complete.
+Every file is written under a temporary name and renamed when complete (``bow.stage``), so a
+killed writer never leaves a part of a store under its final name. Datasets are created
+without HDF5's creation/modification times (``track_times=False``) and always in the same
+order, so the same clips and config give the same bytes.
+
+Locking: the stage writing ``stores/X.h5`` holds an exclusive lock, and stages reading it a
+shared one, on ``lock_dir(path)`` (``stores/.X.h5.lock/``).
 """
 from __future__ import annotations
 
@@ -91,13 +97,19 @@ def _create(group: h5py.Group, name: str, data: np.ndarray, dtype=None):
     data = np.asarray(data) if dtype is None else np.asarray(data, dtype=dtype)
     dtype = STR if data.dtype.kind in "OUS" else data.dtype
     itemsize = 8 if dtype is STR else data.dtype.itemsize
-    kwargs = dict(maxshape=(None,) + data.shape[1:], dtype=dtype,
+    kwargs = dict(maxshape=(None,) + data.shape[1:], dtype=dtype, track_times=False,
                   chunks=_chunk_shape(data.shape if data.shape[0] else (1,) + data.shape[1:],
                                       itemsize))
     if dtype is not STR:
         kwargs["compression"] = "lzf"
     return group.create_dataset(name, data=data.astype(object) if dtype is STR else data,
                                 **kwargs)
+
+
+def lock_dir(path: str | Path) -> Path:
+    """The folder whose ``.lock`` guards the store ``path`` (bow.stage.locked)."""
+    path = Path(path)
+    return path.parent / f".{path.name}.lock"
 
 
 def _offsets(lengths) -> np.ndarray:
@@ -181,8 +193,10 @@ def _strings(ds) -> np.ndarray:
 
 
 def read(path: str | Path) -> Store:
-    """Read a whole store into memory."""
+    """Read a whole store into memory; StoreError naming the file if it is not a whole store."""
     path = Path(path)
+    if not path.is_file():
+        raise StoreError(f"{path}: not a readable HDF5 file (no such file)")
     try:
         f = h5py.File(path, "r")
     except OSError as e:
@@ -190,25 +204,32 @@ def read(path: str | Path) -> Store:
     with f:
         if f.attrs.get("format") != "bow-store":
             raise StoreError(f"{path}: not a bow feature store (format attribute missing)")
-        n_labels = len(f["vocabulary"])
-        has = "clips/vectors" in f
-        attrs = {k: (json.loads(v) if k in ("config", "upstream") else v)
-                 for k, v in f.attrs.items()}
-        attrs = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in attrs.items()}
-        return Store(
-            vocabulary=list(_strings(f["vocabulary"])),
-            fname=_strings(f["clips/fname"]),
-            split=_strings(f["clips/split"]),
-            labels=f["clips/labels"][()] if has else np.zeros((0, n_labels), np.uint8),
-            clips=f["clips/vectors"][()] if has else np.zeros((0, 0), np.float32),
-            chunks=f["chunks/vectors"][()] if has else np.zeros((0, 0), np.float32),
-            offsets=f["chunks/offsets"][()] if has else np.zeros(1, np.int64),
-            attrs=attrs,
-            frames=f["frames/vectors"][()] if "frames" in f else None,
-            frame_offsets=f["frames/offsets"][()] if "frames" in f else None,
-            timestamps=f["frames/timestamps"][()] if "frames" in f else None,
-            skipped=list(zip(_strings(f["skipped/fname"]), _strings(f["skipped/reason"]))),
-        )
+        try:
+            return _read_open(f)
+        except (KeyError, OSError, ValueError) as e:
+            raise StoreError(f"{path}: damaged or incomplete feature store ({e})") from e
+
+
+def _read_open(f: h5py.File) -> Store:
+    n_labels = len(f["vocabulary"])
+    has = "clips/vectors" in f
+    attrs = {k: (json.loads(v) if k in ("config", "upstream") else v)
+             for k, v in f.attrs.items()}
+    attrs = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in attrs.items()}
+    return Store(
+        vocabulary=list(_strings(f["vocabulary"])),
+        fname=_strings(f["clips/fname"]),
+        split=_strings(f["clips/split"]),
+        labels=f["clips/labels"][()] if has else np.zeros((0, n_labels), np.uint8),
+        clips=f["clips/vectors"][()] if has else np.zeros((0, 0), np.float32),
+        chunks=f["chunks/vectors"][()] if has else np.zeros((0, 0), np.float32),
+        offsets=f["chunks/offsets"][()] if has else np.zeros(1, np.int64),
+        attrs=attrs,
+        frames=f["frames/vectors"][()] if "frames" in f else None,
+        frame_offsets=f["frames/offsets"][()] if "frames" in f else None,
+        timestamps=f["frames/timestamps"][()] if "frames" in f else None,
+        skipped=list(zip(_strings(f["skipped/fname"]), _strings(f["skipped/reason"]))),
+    )
 
 
 def multi_hot(labels, vocabulary: list[str]) -> np.ndarray:

@@ -4,14 +4,31 @@ Every dataclass field becomes ``--field-name`` (underscores as dashes), with its
 the ``help`` in the field's metadata shown by ``--help``. Tuples are given comma-separated
 (``--train-splits 1,2,3``); booleans as true/false. A TOML file holds the same keys (with
 underscores), at top level.
+
+Also the conventions every stage's ``main`` shares:
+
+* ``clean_errors``: the errors a user can cause (another run holding the folder's lock, a
+  missing or malformed checkpoint, store or data set) end the command with ``<stage>: error:
+  <message>`` on stderr and exit status 1, without a traceback. Bugs still show theirs.
+* ``--strict`` (``add_strict_option``) and ``report_skipped``: stages that read audio skip the
+  files they cannot use and list them (how many, the first ``SHOW_SKIPPED`` with their
+  reasons, and where the full list is). Without --strict the command exits 0; with it, it exits
+  ``STRICT_EXIT`` (3) when anything was skipped. Either way the outputs are written in full:
+  --strict is a check on what the run produced, so running it again on an up-to-date output
+  reports the same skipped files and the same status.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import sys
 import tomllib
 import typing
 from pathlib import Path
+
+STRICT_EXIT = 3     # exit status of a --strict run that skipped inputs
+SHOW_SKIPPED = 10   # skipped inputs listed in a summary; the rest are counted
 
 
 def _parse_bool(text: str) -> bool:
@@ -95,3 +112,64 @@ def common_parser(description: str, data_required: bool = True,
                    help="where stage outputs are written")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     return p
+
+
+def add_strict_option(parser: argparse.ArgumentParser) -> None:
+    """``--strict``: exit with status 3 when any input was skipped (outputs are still written)."""
+    parser.add_argument("--strict", action="store_true",
+                        help=f"exit with status {STRICT_EXIT} when any input file was skipped "
+                             "(unreadable audio, labels outside the vocabulary...); the outputs "
+                             "are written all the same")
+
+
+def _short(fname: str, reason: str) -> str:
+    """A reason without the leading '<path>: ' that repeats the file name."""
+    head, sep, rest = str(reason).partition(": ")
+    return rest if sep and head.endswith(str(fname)) else str(reason)
+
+
+def report_skipped(stage: str, skipped, where: str, strict: bool = False,
+                   limit: int = SHOW_SKIPPED, file=None) -> None:
+    """Print the skipped inputs [(fname, reason)] (the first ``limit``, and ``where`` the full
+    list is); under ``strict``, exit with STRICT_EXIT when there are any."""
+    file = file or sys.stdout
+    skipped = list(skipped)
+    if not skipped:
+        print(f"{stage}: no input skipped", file=file)
+        return
+    print(f"{stage}: {len(skipped)} input(s) skipped (the full list: {where}):", file=file)
+    for fname, reason in skipped[:limit]:
+        print(f"  {fname}: {_short(fname, reason)}", file=file)
+    if len(skipped) > limit:
+        print(f"  ... and {len(skipped) - limit} more", file=file)
+    if strict:
+        print(f"{stage}: --strict: {len(skipped)} input(s) skipped, exit status {STRICT_EXIT} "
+              "(the outputs are complete)", file=sys.stderr)
+        sys.stdout.flush()
+        raise SystemExit(STRICT_EXIT)
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """The exception types that describe bad input or state, not bugs (see module docstring)."""
+    from bow.audio import AudioError
+    from bow.datasets import DatasetError
+    from bow.stage import ArtifactError, LockedError
+    from bow.store import StoreError
+    found = [AudioError, DatasetError, ArtifactError, LockedError, StoreError]
+    for module, name in (("bow.codebook", "CodebookError"), ("bow.kwmlp", "CheckpointError"),
+                         ("bow.featureset", "FeatureSetError"), ("bow.bundle", "BundleError")):
+        if module in sys.modules:  # only those the stage imported can be raised
+            found.append(getattr(sys.modules[module], name))
+    return tuple(found)
+
+
+@contextlib.contextmanager
+def clean_errors(stage: str):
+    """Turn the errors a user can cause into ``<stage>: error: <message>`` and exit status 1."""
+    try:
+        yield
+    except Exception as e:
+        if not isinstance(e, _user_errors()):
+            raise
+        print(f"{stage}: error: {e}", file=sys.stderr)
+        raise SystemExit(1) from None
