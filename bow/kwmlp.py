@@ -26,6 +26,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from bow.stage import ArtifactError
+
 N_MFCC = 40
 N_FRAMES = 98
 
@@ -148,7 +150,7 @@ class KWMLP(nn.Module):
         return model
 
 
-class CheckpointError(ValueError):
+class CheckpointError(ArtifactError):
     """A file that is not a KW-MLP checkpoint; the message names it."""
 
 
@@ -162,11 +164,12 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> KWMLP:
         raise CheckpointError(f"{path}: no 'model_state_dict' key (not a KW-MLP checkpoint)")
     try:
         return KWMLP.from_state_dict(ckpt["model_state_dict"]).eval()
-    except (KeyError, RuntimeError, ValueError) as e:
+    except (KeyError, RuntimeError, ValueError, TypeError, AttributeError, IndexError) as e:
         raise CheckpointError(f"{path}: state dict does not fit KW-MLP ({e})") from e
 
 
 def save_checkpoint(model: KWMLP, path: str | Path) -> None:
     """Write ``{"model_state_dict": ...}`` (CPU tensors only, the authors' format) to ``path``."""
     state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-    torch.save({"model_state_dict": state}, path)
+    with open(path, "wb") as f:  # a file object: the same bytes whatever the file's name
+        torch.save({"model_state_dict": state}, f)

@@ -10,7 +10,7 @@ Randomness: the model is initialised from ``seed``; epoch e draws its shuffling,
 skipped blocks from a generator seeded with (seed, e), so a run resumed after epoch e is the same,
 bit for bit on CPU, as one that never stopped.
 
-Files in ``out_dir`` (all written atomically):
+Files in ``out_dir`` (all written atomically, the same bytes for the same state):
   last.pt    resume state after the latest epoch (model, optimizer, epoch, history, best so far)
   best.pth   the best-validation model as ``{"model_state_dict": ...}``, the authors' format
 """
@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 
 from bow.kwmlp import KWMLP, save_checkpoint
 from bow.runtime import generator
-from bow.stage import atomic_path
+from bow.stage import atomic_path, load_torch, save_torch
 
 
 @dataclass(frozen=True)
@@ -104,9 +104,6 @@ def evaluate(model: KWMLP, x: np.ndarray, y: np.ndarray, device: torch.device,
     return {"accuracy": correct / n, "loss": loss / n}
 
 
-def _save(obj, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
 
 
 def _save_best(model: KWMLP, path: Path) -> None:
@@ -134,7 +131,7 @@ def pretrain(model: KWMLP, train: tuple[np.ndarray, np.ndarray],
     state = {"epoch": 0, "history": [], "best_epoch": -1, "best_val_accuracy": -1.0}
     last = out_dir / "last.pt"
     if last.exists():
-        saved = torch.load(last, map_location=device, weights_only=True)
+        saved = load_torch(last, "KW-MLP resume state", map_location=device)
         if saved.get("resume_tag") == resume_tag:
             model.load_state_dict(saved["model_state_dict"])
             optimizer.load_state_dict(saved["optimizer_state_dict"])
@@ -165,7 +162,7 @@ def pretrain(model: KWMLP, train: tuple[np.ndarray, np.ndarray],
         if row["val_accuracy"] > state["best_val_accuracy"]:
             state["best_val_accuracy"], state["best_epoch"] = row["val_accuracy"], epoch + 1
             _save_best(model, out_dir / "best.pth")
-        _save({**state, "resume_tag": resume_tag, "model_state_dict": model.state_dict(),
-               "optimizer_state_dict": optimizer.state_dict()}, last)
+        save_torch({**state, "resume_tag": resume_tag, "model_state_dict": model.state_dict(),
+                    "optimizer_state_dict": optimizer.state_dict()}, last)
     bar.close()
     return state
