@@ -34,6 +34,7 @@ Files: centroids and parameters in an ``.npz`` (no pickles), statistics in a ``.
 from __future__ import annotations
 
 import json
+import zipfile
 from pathlib import Path
 
 import faiss
@@ -167,16 +168,26 @@ class Codebook:
     def load(cls, path: str | Path) -> "Codebook":
         """Read a codebook written by ``save`` (statistics too, when the .json is there)."""
         path = Path(path)
+        if not path.is_file():
+            raise CodebookError(f"{path}: no such codebook file")
         try:
             with np.load(path, allow_pickle=False) as z:
                 cb = cls(**{k: (str(z[k]) if k == "init" else int(z[k])) for k in _PARAMS})
                 cb.centroids_ = np.ascontiguousarray(z["centroids"], dtype=np.float32)
                 cb.objective_ = float(z["objective"])
-        except (OSError, KeyError, ValueError) as e:
+        except (OSError, KeyError, ValueError, TypeError, EOFError, zipfile.BadZipFile) as e:
             raise CodebookError(f"{path}: not a readable codebook ({e})") from e
+        if cb.centroids_.shape[:1] != (cb.n_codes,) or cb.centroids_.ndim != 2 \
+                or not np.isfinite(cb.centroids_).all():
+            raise CodebookError(f"{path}: damaged codebook (centroids of shape "
+                                f"{cb.centroids_.shape} for {cb.n_codes} codes, or not finite)")
         side = path.with_suffix(".json")
         if side.is_file():
-            info = json.loads(side.read_text())
-            cb.stats_, cb.iterations_ = info["stats"], info["iterations"]
+            try:
+                info = json.loads(side.read_text())
+                cb.stats_, cb.iterations_ = info["stats"], info["iterations"]
+            except (OSError, ValueError, KeyError, TypeError) as e:
+                raise CodebookError(f"{side}: damaged codebook statistics ({e!r}); delete it "
+                                    "to load the codebook without them") from e
         cb._index = None
         return cb

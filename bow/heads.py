@@ -32,7 +32,7 @@ Decisions (the paper gives the architecture and the loss; the rest is ours):
 from __future__ import annotations
 
 import copy
-import json
+import zipfile
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
@@ -45,7 +45,7 @@ from tqdm.auto import tqdm
 from bow.featureset import FeatureSet
 from bow.metrics import clip_probabilities, mean_average_precision
 from bow.runtime import resolve_device
-from bow.stage import atomic_path, write_json
+from bow.stage import ArtifactError, atomic_path, read_json, write_json
 
 NORMALISATIONS = ("none", "sqrt", "log1p")
 LOSSES = ("huber", "bce")
@@ -269,23 +269,30 @@ class Head:
 
     @classmethod
     def load(cls, directory: str | Path, device: str = "cpu") -> "Head":
-        """Read a head written by ``save``."""
+        """Read a head written by ``save``; ArtifactError naming the file if it cannot."""
         directory = Path(directory)
-        meta = json.loads((directory / "head.json").read_text())
-        config = HeadConfig(**{k: tuple(v) if isinstance(v, list) else v
-                               for k, v in meta["config"].items()})
-        head = cls(config, device)
-        with np.load(directory / "head.npz", allow_pickle=False) as z:
-            state = {k[len("model/"):]: torch.from_numpy(z[k]) for k in z.files
-                     if k.startswith("model/")}
-            head.normaliser_ = Normaliser(config.normalisation)
-            head.normaliser_.mean_ = z["normaliser/mean"]
-            head.normaliser_.scale_ = z["normaliser/scale"]
-            head.normaliser_.count_columns_ = z["normaliser/count_columns"]
-        head.vocabulary_ = meta["vocabulary"]
-        head.best_epoch_, head.best_val_map_ = meta["best_epoch"], meta["best_val_map"]
-        head.history_ = meta["history"]
-        head.model_ = MLP(meta["n_in"], len(head.vocabulary_), config.width, config.dropout)
-        head.model_.load_state_dict(state)
+        meta = read_json(directory / "head.json", "head description (head.json)")
+        weights = directory / "head.npz"
+        try:
+            config = HeadConfig(**{k: tuple(v) if isinstance(v, list) else v
+                                   for k, v in meta["config"].items()})
+            head = cls(config, device)
+            with np.load(weights, allow_pickle=False) as z:
+                state = {k[len("model/"):]: torch.from_numpy(z[k]) for k in z.files
+                         if k.startswith("model/")}
+                head.normaliser_ = Normaliser(config.normalisation)
+                head.normaliser_.mean_ = z["normaliser/mean"]
+                head.normaliser_.scale_ = z["normaliser/scale"]
+                head.normaliser_.count_columns_ = z["normaliser/count_columns"]
+            head.vocabulary_ = meta["vocabulary"]
+            head.best_epoch_, head.best_val_map_ = meta["best_epoch"], meta["best_val_map"]
+            head.history_ = meta["history"]
+            head.model_ = MLP(meta["n_in"], len(head.vocabulary_), config.width, config.dropout)
+            head.model_.load_state_dict(state)
+        except (OSError, EOFError, zipfile.BadZipFile, KeyError, TypeError, ValueError,
+                RuntimeError, AttributeError) as e:
+            detail = str(e).strip().splitlines()[0] if str(e).strip() else repr(e)
+            raise ArtifactError(f"{weights}: damaged head, or it does not match "
+                                f"{directory / 'head.json'} ({detail})") from None
         head.model_.to(resolve_device(device))
         return head
