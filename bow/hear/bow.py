@@ -1,0 +1,79 @@
+"""HEAR 2021 API for the bag-of-words model: a thin wrapper over bow.bagofwords_embed.
+
+    model = load_model("artifacts/bundles/bow.npz")     # python -m pipelines.export_bundle
+    emb, ts = get_timestamp_embeddings(audio, model)     # (n, T, 4 D), (n, T) ms, every 50 ms
+    scene = get_scene_embeddings(audio, model)           # (n, 4 D)
+
+The scene embedding is the clip vector of the feature store (mean of the 1 s chunks' code
+counts). The timestamp embedding at t (0, 50, 100, ... ms up to the clip's length) is the code
+histogram of the 1 s window centred on t, moved inside the clip at its ends; the window at the
+middle of chunk j is chunk j itself. See bow.bagofwords_embed for the design, its cost (4.1
+times the chunk vectors') and memory (pieces of ``piece_chunks`` chunks). Both are raw counts
+unless the bundle says otherwise (its ``normalise``: sqrt or log1p, bow.bagofwords.normalise).
+The encoders run on the audio's device (built from the bundle on first use of each device);
+code assignment (FAISS) runs on the CPU.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from bow.audio import SAMPLE_RATE
+from bow.bagofwords import BagOfWords, normalise
+from bow.bagofwords_embed import PIECE_CHUNKS, BagOfWordsEmbedder, timestamps_ms
+from bow.bundle import Bundle, read
+from bow.hear import check_audio
+from bow.tokens import FAMILIES
+
+
+class BagOfWordsModel(nn.Module):
+    """A bundle with the HEAR attributes; ``piece_chunks`` bounds the chunks processed at once."""
+
+    sample_rate = SAMPLE_RATE
+
+    def __init__(self, bundle: Bundle, piece_chunks: int = PIECE_CHUNKS):
+        super().__init__()
+        self.bundle = bundle
+        self.piece_chunks = piece_chunks
+        self.timestamp_embedding_size = len(FAMILIES) * bundle.n_codes
+        self.scene_embedding_size = self.timestamp_embedding_size
+        self._bags: dict[str, BagOfWords] = {}
+
+    def embedder(self, device: str | torch.device) -> BagOfWordsEmbedder:
+        """A BagOfWordsEmbedder on ``device`` (its encoders built once per device)."""
+        key = str(torch.device(device))
+        if key not in self._bags:
+            self._bags[key] = self.bundle.bag(device)
+        return BagOfWordsEmbedder(self._bags[key], self.piece_chunks, device)
+
+
+def load_model(model_file_path: str = "") -> BagOfWordsModel:
+    """A bundle written by ``python -m pipelines.export_bundle`` (bow.bundle); raises
+    bow.bundle.BundleError naming the file and the problem for anything else."""
+    if not model_file_path:
+        raise ValueError("bow.hear.bow needs a bundle: write one with "
+                         "python -m pipelines.export_bundle (artifacts/bundles/bow.npz)")
+    return BagOfWordsModel(read(model_file_path))
+
+
+def _clips(audio: torch.Tensor) -> list[np.ndarray]:
+    return list(check_audio(audio).detach().to("cpu", torch.float32).numpy())
+
+
+def get_timestamp_embeddings(audio: torch.Tensor, model: BagOfWordsModel
+                             ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(n, samples) -> (n, T, 4 D) float32 embeddings and (n, T) float32 timestamps (ms),
+    T = samples // 800 + 1."""
+    clips = _clips(audio)
+    ts = timestamps_ms(audio.shape[1])
+    out = torch.empty(len(clips), len(ts), model.timestamp_embedding_size)
+    for i, emb, _ in model.embedder(audio.device).timestamp_embeddings(clips):
+        out[i] = torch.from_numpy(normalise(emb, model.bundle.normalise))
+    return out.to(audio.device), torch.from_numpy(np.tile(ts, (len(clips), 1))).to(audio.device)
+
+
+def get_scene_embeddings(audio: torch.Tensor, model: BagOfWordsModel) -> torch.Tensor:
+    """(n, samples) -> (n, 4 D) float32 clip vectors."""
+    vectors = model.embedder(audio.device).clip_vectors(_clips(audio))
+    return torch.from_numpy(normalise(vectors, model.bundle.normalise)).to(audio.device)

@@ -1,0 +1,89 @@
+"""HEAR 2021 API for KW-MLP: a thin wrapper over bow.kwmlp_embed (the authors' procedure).
+
+    model = load_model("../shared/kwmlp/kwmlp.pth")   # or artifacts/kwmlp/best.pth
+    emb, ts = get_timestamp_embeddings(audio, model)   # (n, T, 64), (n, T) ms, T = samples // 160
+    scene = get_scene_embeddings(audio, model)         # (n, 1024)
+
+Timestamp embeddings every 10 ms and the scene embedding are those of the authors' HEAR
+package (bow.kwmlp_embed reproduces its golden outputs); each clip of a batch is embedded as if
+alone. Memory: clips are handed to bow.kwmlp_embed in groups of at most ``group_chunks`` 1 s
+chunks (256; a longer clip alone), whose encoder sees ``batch_chunks`` chunks at a time, so
+working memory is bounded whatever the batch; what grows with a clip is its audio (with the
+padded copies bow.kwmlp_embed makes), its (100 s - 2, 64) token sequence (25.6 KB per second)
+and the output: 20 minutes add about 0.4 GiB (benchmarks/hear_memory.py).
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from bow.audio import CHUNK_SAMPLES, SAMPLE_RATE
+from bow.hear import check_audio
+from bow.kwmlp import KWMLP, load_checkpoint
+from bow.kwmlp_embed import PAD_END, PAD_FRONT, KWMLPEmbedder, n_timestamps, timestamps_ms
+from bow.scene import N_STEPS
+
+GROUP_CHUNKS = 256
+
+
+class KWMLPModel(nn.Module):
+    """A KW-MLP encoder with the HEAR attributes. ``group_chunks`` bounds the 1 s chunks of the
+    clips handed to bow.kwmlp_embed at once, ``batch_chunks`` those per encoder call (None:
+    bow.kwmlp_embed's default)."""
+
+    sample_rate = SAMPLE_RATE
+
+    def __init__(self, encoder: KWMLP, group_chunks: int = GROUP_CHUNKS,
+                 batch_chunks: int | None = None):
+        super().__init__()
+        self.encoder = encoder.eval()
+        self.group_chunks, self.batch_chunks = group_chunks, batch_chunks
+        self.timestamp_embedding_size = int(encoder.to_patch_embed[1].out_features)
+        self.scene_embedding_size = N_STEPS * self.timestamp_embedding_size
+
+
+def load_model(model_file_path: str = "") -> KWMLPModel:
+    """A checkpoint in the authors' format (``{"model_state_dict": ...}``): their kwmlp.pth or
+    pipelines.pretrain_kwmlp's best.pth. Raises bow.kwmlp.CheckpointError for other files."""
+    if not model_file_path:
+        raise ValueError("bow.hear.kwmlp needs a checkpoint: the authors' kwmlp.pth or "
+                         "artifacts/kwmlp/best.pth from python -m pipelines.pretrain_kwmlp")
+    return KWMLPModel(load_checkpoint(model_file_path))
+
+
+def _groups(n_samples: int, n: int, group_chunks: int) -> list[list[int]]:
+    """Clip indices in groups of at most ``group_chunks`` padded chunks (one clip at least)."""
+    per = max(1, -(-(n_samples + PAD_FRONT + PAD_END) // CHUNK_SAMPLES))  # as pad_and_chunk
+    size = max(1, group_chunks // per)
+    return [list(range(i, min(n, i + size))) for i in range(0, n, size)]
+
+
+def _embed(audio: torch.Tensor, model: KWMLPModel):
+    """Yield (clip index, bow.kwmlp_embed.ClipEmbedding) for every clip of the batch."""
+    audio = check_audio(audio)
+    clips = audio.detach().to("cpu", torch.float32).numpy()
+    batch = {} if model.batch_chunks is None else {"batch_chunks": model.batch_chunks}
+    embedder = KWMLPEmbedder(model.encoder, device=audio.device, **batch)
+    for group in _groups(clips.shape[1], clips.shape[0], model.group_chunks):
+        yield from zip(group, embedder.embed([clips[i] for i in group]))
+
+
+def get_timestamp_embeddings(audio: torch.Tensor, model: KWMLPModel
+                             ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(n, samples) -> (n, T, 64) float32 embeddings and (n, T) float32 timestamps (ms)."""
+    n, samples = check_audio(audio).shape
+    out = torch.empty(n, n_timestamps(samples), model.timestamp_embedding_size)
+    for i, clip in _embed(audio, model):
+        out[i] = torch.from_numpy(clip.frames)
+    ts = torch.from_numpy(np.tile(timestamps_ms(samples), (n, 1)))
+    return out.to(audio.device), ts.to(audio.device)
+
+
+def get_scene_embeddings(audio: torch.Tensor, model: KWMLPModel) -> torch.Tensor:
+    """(n, samples) -> (n, 1024) float32 scene embeddings."""
+    n, _ = check_audio(audio).shape
+    out = torch.empty(n, model.scene_embedding_size)
+    for i, clip in _embed(audio, model):
+        out[i] = torch.from_numpy(clip.scene)
+    return out.to(audio.device)
