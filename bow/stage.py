@@ -37,9 +37,7 @@ import fcntl
 import hashlib
 import json
 import os
-import socket
 import sys
-import time
 from pathlib import Path
 
 from bow import __version__
@@ -213,14 +211,30 @@ def clear_done(out_dir: str | Path) -> None:
     (Path(out_dir) / "fingerprint.json").unlink(missing_ok=True)
 
 
-def _holder(f) -> str:
-    """What the exclusive holder wrote in the lock file, e.g. 'embed, pid 12 on host, ...'."""
+def _holders(lock_file: Path) -> str:
+    """Who holds flock locks on ``lock_file``, e.g. 'pid 12: python -m pipelines.embed ...'
+    (from /proc/locks and /proc/<pid>/cmdline on Linux; '' where they cannot be read)."""
     try:
-        f.seek(0)
-        text = f.read().strip()
+        inode = os.stat(lock_file).st_ino
+        lines = Path("/proc/locks").read_text().splitlines()
     except OSError:
-        text = ""
-    return text or "a process that did not say which"
+        return ""
+    found = []
+    for line in lines:
+        parts = line.split()
+        if "->" in parts or len(parts) < 6 or parts[1] != "FLOCK":
+            continue
+        pid, ident = parts[4], parts[5]
+        if ident.rsplit(":", 1)[-1] == str(inode) and pid.isdigit() and pid not in found:
+            found.append(pid)
+    described = []
+    for pid in found:
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
+        except OSError:
+            cmd = ""
+        described.append(f"pid {pid}" + (f": {cmd}" if cmd else ""))
+    return "; ".join(described)
 
 
 @contextlib.contextmanager
@@ -229,9 +243,10 @@ def locked(directory: str | Path, what: str = "stage", shared: bool = False):
 
     Exclusive (a stage writing the folder) by default; ``shared=True`` for a stage reading it:
     readers exclude writers, not each other. A shared lock on a folder that cannot hold a lock
-    file (read-only) is skipped: nobody can write there either. The exclusive holder writes
-    ``what``, its pid, host, command and start time into the lock file for the message others
-    get, and deletes the temporary files killed runs left in the folder.
+    file (read-only) is skipped: nobody can write there either. The message of a LockedError
+    names ``what`` (the stage asking) and the holders' pids and commands (Linux: from
+    /proc/locks). The exclusive holder deletes the temporary files that killed runs left in
+    the folder.
     """
     directory = Path(directory)
     try:
@@ -249,29 +264,26 @@ def locked(directory: str | Path, what: str = "stage", shared: bool = False):
         try:
             fcntl.flock(f.fileno(), (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise LockedError(_locked_message(f, directory, lock_file, shared)) from None
+            raise LockedError(_locked_message(f, directory, lock_file, what, shared)) from None
         if not shared:
-            f.seek(0)
-            f.truncate()
-            f.write(f"{what}, pid {os.getpid()} on {socket.gethostname()}, started "
-                    f"{time.strftime('%Y-%m-%d %H:%M:%S')}: {' '.join(sys.argv)}\n")
-            f.flush()
             remove_temporaries(directory)
         yield
     finally:
         f.close()
 
 
-def _locked_message(f, directory: Path, lock_file: Path, shared: bool) -> str:
-    hint = "wait for it to finish, or use another --artifacts folder"
+def _locked_message(f, directory: Path, lock_file: Path, what: str, shared: bool) -> str:
+    who = _holders(lock_file)
+    who = f" ({who})" if who else ""
+    hint = f"wait for it to finish, or use another --artifacts folder (lock: {lock_file})"
     if shared:
-        return (f"{directory}: another stage is writing this folder ({_holder(f)}); {hint} "
-                f"(lock: {lock_file})")
+        return (f"{directory}: another stage is writing this folder{who}, so {what} cannot "
+                f"read it now; {hint}")
     try:  # only readers hold it when a shared lock can be had
         fcntl.flock(f.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
         fcntl.flock(f.fileno(), fcntl.LOCK_UN)
-        return (f"{directory}: another stage is reading this folder, so it cannot be rewritten "
-                f"now; {hint} (lock: {lock_file})")
+        return (f"{directory}: another stage is reading this folder{who}, so {what} cannot "
+                f"rewrite it now; {hint}")
     except BlockingIOError:
-        return (f"{directory}: another stage is running on this folder ({_holder(f)}); {hint} "
-                f"(lock: {lock_file})")
+        return (f"{directory}: another stage is running on this folder{who}, so {what} cannot "
+                f"start; {hint}")

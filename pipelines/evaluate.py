@@ -13,10 +13,11 @@ over integer-named splits (ESC-10: folds 1-5, early stop on the next fold).
 Output ``DIR/reports/<run>/``: results.csv, per_class_ap.csv, report.md and PNG plots
 (``bow.report``), with config.json and fingerprint.json; skipped when the config and the
 stores' fingerprints are unchanged. The data set's name in the report is ``--data``'s folder
-name when given, else ``DIR``'s.
+name when given, else ``DIR``'s. Locks: exclusive on the report folder, shared on each store.
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,8 +29,8 @@ from bow.featureset import FeatureSetError, load_features, store_fingerprint
 from bow.heads import HeadConfig
 from bow.report import markdown_table, mean_std, write_report
 from bow.stage import clear_done, is_done, locked, mark_done, stage_fingerprint
-from bow.store import StoreError
-from pipelines.cli import add_config_args, common_parser, config_from_args
+from bow.store import StoreError, lock_dir
+from pipelines.cli import add_config_args, clean_errors, common_parser, config_from_args
 
 STANDARD = ("bow", "bow-random", "kwmlp")  # report order; others follow alphabetically
 COMBINED = ("bow+kwmlp",)
@@ -84,11 +85,15 @@ def run(data: Path | None, artifacts: Path, config: EvaluateConfig = EvaluateCon
     if not sets:
         raise FileNotFoundError(f"{artifacts / 'stores'}: no feature store (*.h5); run "
                                 "python -m pipelines.embed / pipelines.embed_kwmlp first")
-    inputs = {"dataset": dataset, "feature_sets": {
-        name: [[p.name, store_fingerprint(p)] for p in paths] for name, paths in sets.items()}}
-    fingerprint = stage_fingerprint(config, inputs)
     out = artifacts / "reports" / run_name
-    with locked(out, "evaluate"):
+    with contextlib.ExitStack() as locks:
+        for p in sorted({p for paths in sets.values() for p in paths}):
+            locks.enter_context(locked(lock_dir(p), "evaluate", shared=True))
+        locks.enter_context(locked(out, "evaluate"))
+        inputs = {"dataset": dataset, "feature_sets": {
+            name: [[p.name, store_fingerprint(p)] for p in paths]
+            for name, paths in sets.items()}}
+        fingerprint = stage_fingerprint(config, inputs)
         if is_done(out, fingerprint):
             return out / "report.md"
         clear_done(out)
@@ -136,10 +141,11 @@ def main(argv=None) -> None:
         cfg = config_from_args(EvaluateConfig, args)
     except ValueError as e:
         parser.error(str(e))
-    try:
-        report = run(args.data, args.artifacts, cfg, device=args.device, run_name=args.run)
-    except (StoreError, FeatureSetError, FileNotFoundError, ValueError) as e:
-        raise SystemExit(f"evaluate: {e}") from e
+    with clean_errors("evaluate"):
+        try:
+            report = run(args.data, args.artifacts, cfg, device=args.device, run_name=args.run)
+        except (StoreError, FeatureSetError, FileNotFoundError, ValueError) as e:
+            raise SystemExit(f"evaluate: {e}") from e
     print(results_table(report.parent / "results.csv"))
     print(f"\nreport: {report}")
 

@@ -22,7 +22,12 @@ Outputs in ``<artifacts>/kwmlp/``:
   best.json     sidecar: config, classes (logit order), best epoch, validation and test accuracy
                 of best.pth, clip counts, skipped clips, per-epoch history;
   curves.png    loss and accuracy per epoch;
-  last.pt       resume state (killed runs continue from the last finished epoch).
+  last.pt       resume state (killed runs, even by SIGKILL, continue from the last finished
+                epoch and end with the same weights as a run that never stopped).
+
+Clips that cannot be read, rows of the labels file that are not clips and clips without exactly
+one label are skipped, listed in best.json and printed (``--strict``: exit status 3 if any).
+The stage holds an exclusive lock on ``<artifacts>/kwmlp/`` (bow.stage.locked).
 """
 from __future__ import annotations
 
@@ -42,8 +47,8 @@ from bow.features import MFCC
 from bow.kwmlp import KWMLP, load_checkpoint
 from bow.kwmlp_train import TrainSettings, evaluate, pretrain
 from bow.runtime import resolve_device
-from bow.stage import (atomic_path, clear_done, is_done, locked, mark_done, stage_fingerprint,
-                       write_json)
+from bow.stage import (atomic_path, clear_done, is_done, locked, mark_done, read_json,
+                       stage_fingerprint, write_json)
 from pipelines import cli
 
 
@@ -108,7 +113,7 @@ def mfcc_features(clips: list[Clip], cache: Path, batch: int = 256, progress: bo
         write_json(mask_path, bad)
     bad = json.loads(mask_path.read_text())
     ok = np.array([c.fname not in bad for c in clips])
-    return np.load(cache, mmap_mode="r"), ok, sorted(bad.items())
+    return np.load(cache, mmap_mode="r", allow_pickle=False), ok, sorted(bad.items())
 
 
 def _plot(history: list[dict], path: Path) -> None:
@@ -143,9 +148,9 @@ def run(data: Path, artifacts: Path, config: PretrainKWMLPConfig = PretrainKWMLP
     clip_list = clips_fingerprint(clips)
     inputs = {"layout": ds.layout, "clips": clip_list, "vocabulary": ds.vocabulary}
     fingerprint = stage_fingerprint(config, inputs)
-    if is_done(out_dir, fingerprint):
-        return out_dir / "best.pth"
     with locked(out_dir, "pretrain_kwmlp"):
+        if is_done(out_dir, fingerprint):
+            return out_dir / "best.pth"
         clear_done(out_dir)
         x, ok, bad = mfcc_features(clips, out_dir / f"mfcc-{clip_list[:16]}.npy",
                                    progress=progress)
@@ -185,18 +190,22 @@ def main(argv=None) -> None:
     parser = cli.common_parser("Pretrain KW-MLP on keyword clips (the paper's recipe).")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch CPU threads (1 is fastest on a busy machine)")
+    cli.add_strict_option(parser)
     cli.add_config_args(parser, PretrainKWMLPConfig)
     args = parser.parse_args(argv)
     config = cli.config_from_args(PretrainKWMLPConfig, args)
     if args.threads:
         torch.set_num_threads(args.threads)
-    best = run(args.data, args.artifacts, config, args.device)
-    info = json.loads(best.with_suffix(".json").read_text())
+    with cli.clean_errors("pretrain_kwmlp"):
+        best = run(args.data, args.artifacts, config, args.device)
+        info = read_json(best.with_suffix(".json"), "pretraining summary")
     test = info["test_accuracy"]
     print(f"{best}: best epoch {info['best_epoch']}, validation accuracy "
           f"{info['val_accuracy']:.4f}, test accuracy "
           f"{'n/a' if test is None else f'{test:.4f}'} ({info['n_clips']}); "
           f"{len(info['skipped'])} clips skipped")
+    cli.report_skipped("pretrain_kwmlp", info["skipped"],
+                       f"'skipped' in {best.with_suffix('.json')}", args.strict)
 
 
 if __name__ == "__main__":

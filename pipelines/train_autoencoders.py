@@ -2,34 +2,42 @@
 
     python -m pipelines.train_autoencoders --data DIR [--artifacts artifacts] [--encoder random]
 
-Reads the training clips (``--train-splits``), holds out a seeded ``val_fraction`` of them for
-validation (early stopping), computes their log-mel once and trains the four autoencoders
-(``bow.autoencoder``) in turn. Writes ``<artifacts>/autoencoders/<family>.pt``, ``history.json``
-(per-epoch train and validation MSE), ``config.json`` and ``fingerprint.json``. Checkpoints go to
-``.checkpoints-<fingerprint>/`` after every epoch; a run that is stopped resumes from them, a
-family already saved with this fingerprint is not trained again, and they are deleted when
-the stage completes (with any left by runs of other configurations). ``--encoder random``
-writes the untrained, seeded initialisations (with the input standardisation fitted on the
-training tokens) to ``autoencoders-random/``: the control.
+Reads the training clips (``--train-splits``), computes their log-mel once, holds out a seeded
+``val_fraction`` of the readable ones for validation (early stopping) and trains the four
+autoencoders (``bow.autoencoder``) in turn. Writes ``<artifacts>/autoencoders/<family>.pt``,
+``history.json`` (per-epoch train and validation MSE, the clips skipped and why),
+``timings.json`` (training seconds), ``config.json`` and ``fingerprint.json``. Checkpoints go
+to ``.checkpoints-<fingerprint>/`` after every epoch; a run that is stopped (even by SIGKILL)
+resumes from them, with the optimiser and random generator states, so it ends with the same
+models as a run that never stopped; a family already saved with this fingerprint is not trained
+again; checkpoints are deleted when the stage completes (with any left by runs of other
+configurations). ``--encoder random`` writes the untrained, seeded initialisations (with the
+input standardisation fitted on the training tokens) to ``autoencoders-random/``: the control.
+
+Unreadable clips (``bow.audio.AudioError``) and rows of the labels file that are not clips
+(``Dataset.invalid``) are skipped, listed in history.json and printed (``--strict``: exit
+status 3 if any). The model files and history.json hold no wall-clock times, so the same seed,
+config and clips give the same bytes on CPU; the times are in timings.json.
 """
 from __future__ import annotations
 
-import json
 import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from bow.autoencoder import Autoencoder
 from bow.corpus import clips_fingerprint, holdout, logmel_clips, subset
 from bow.datasets import Clip, Dataset, load_dataset
 from bow.runtime import resolve_device
-from bow.stage import (clear_done, is_done, locked, mark_done, read_fingerprint,
-                       stage_fingerprint, write_json)
+from bow.stage import (ArtifactError, clear_done, is_done, load_torch, locked, mark_done,
+                       read_fingerprint, read_json, stage_fingerprint, write_json)
 from bow.tokens import FAMILIES
-from pipelines.cli import add_config_args, common_parser, config_from_args
+from pipelines.cli import (add_config_args, add_strict_option, clean_errors, common_parser,
+                           config_from_args, report_skipped)
 
 ENCODERS = ("trained", "random")
 
@@ -116,9 +124,33 @@ def _model(cfg: TrainAutoencodersConfig, family: str, device, checkpoint, progre
 
 def _saved_fingerprint(path: Path) -> str | None:
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)["meta"].get("fingerprint")
-    except Exception:  # missing or unreadable file: train it
+        return load_torch(path, "bow autoencoder")["meta"].get("fingerprint")
+    except (ArtifactError, KeyError, TypeError, AttributeError):  # missing or not ours: train it
         return None
+
+
+def _split_held_out(logmel: torch.Tensor, offsets: np.ndarray, held: np.ndarray):
+    """(n, 96, 100) log-mel of clips (clip i: rows offsets[i]:offsets[i+1]) -> (the rows of the
+    clips not ``held``, those of the ``held`` ones), in clip order. The first is ``logmel``'s
+    own memory, compacted in place (no second copy of the training log-mel)."""
+    val = [logmel[offsets[i]:offsets[i + 1]] for i in np.flatnonzero(held)]
+    val = torch.cat(val) if val else logmel[:0].clone()
+    dst = 0
+    for i in np.flatnonzero(~held):
+        start, n = int(offsets[i]), int(offsets[i + 1] - offsets[i])
+        if start != dst:
+            logmel[dst:dst + n] = logmel[start:start + n].clone()
+        dst += n
+    return logmel[:dst], val
+
+
+def _timings(out: Path, fingerprint: str) -> dict:
+    try:
+        saved = read_json(out / "timings.json")
+    except ArtifactError:
+        return {"fingerprint": fingerprint, "families": {}}
+    return saved if saved.get("fingerprint") == fingerprint else \
+        {"fingerprint": fingerprint, "families": {}}
 
 
 def run(data: Path, artifacts: Path, config: TrainAutoencodersConfig = TrainAutoencodersConfig(),
@@ -134,25 +166,37 @@ def run(data: Path, artifacts: Path, config: TrainAutoencodersConfig = TrainAuto
             return out
         clear_done(out)
         dev = resolve_device(device)
-        fit_clips, val_clips = holdout(train, config.val_fraction, config.seed)
-        logmel, _, skipped = logmel_clips(fit_clips, dev, progress=progress, desc="log-mel train")
-        val_logmel, _, val_skipped = logmel_clips(val_clips, dev, progress=progress,
-                                                  desc="log-mel val")
+        logmel, offsets, skipped = logmel_clips(train, dev, progress=progress,
+                                                desc="log-mel train")
+        bad = {fname for fname, _ in skipped}
+        readable = [c for c in train if c.fname not in bad]
+        if len(readable) < 2:
+            raise SystemExit(f"{data}: {len(readable)} readable clip(s) in the training split(s) "
+                             f"{list(config.train_splits)} ({len(skipped)} skipped); need 2 "
+                             "to train and validate")
+        fit_clips, val_clips = holdout(readable, config.val_fraction, config.seed)
+        held = {c.fname for c in val_clips}
+        logmel, val_logmel = _split_held_out(logmel, offsets,
+                                             np.array([c.fname in held for c in readable]))
         checkpoints = out / f".checkpoints-{fingerprint[:16]}"
         summary = {"fit_clips": len(fit_clips), "val_clips": len(val_clips),
                    "fit_chunks": int(logmel.shape[0]), "val_chunks": int(val_logmel.shape[0]),
-                   "skipped": skipped + val_skipped, "families": {}}
+                   "skipped": skipped, "invalid": dataset.invalid, "families": {}}
+        timings = _timings(out, fingerprint)
         for family in FAMILIES:
             path = out / f"{family}.pt"
             if _saved_fingerprint(path) != fingerprint:
                 start = time.perf_counter()
                 ae = _model(config, family, dev, checkpoints / f"{family}.pt", progress)
-                ae.fit(logmel, val_logmel).save(path, meta={"fingerprint": fingerprint,
-                                                            "seconds": time.perf_counter() - start})
+                ae.fit(logmel, val_logmel)
+                epoch_seconds = [h.pop("seconds", None) for h in ae.history_]  # not in the model
+                ae.save(path, meta={"fingerprint": fingerprint})
+                timings["families"][family] = {"seconds": time.perf_counter() - start,
+                                               "epoch_seconds": epoch_seconds}
+                write_json(out / "timings.json", timings)
             saved = Autoencoder.load(path)
             summary["families"][family] = {"best_epoch": saved.best_epoch_,
                                            "val_mse": saved.history_[saved.best_epoch_]["val_mse"],
-                                           "seconds": saved.meta_.get("seconds"),
                                            "history": saved.history_}
         write_json(out / "history.json", summary)
         mark_done(out, fingerprint, config, inputs)
@@ -163,17 +207,19 @@ def run(data: Path, artifacts: Path, config: TrainAutoencodersConfig = TrainAuto
 
 def main(argv=None) -> None:
     parser = common_parser("Train the bag-of-words autoencoders (one per token family).")
+    add_strict_option(parser)
     add_config_args(parser, TrainAutoencodersConfig)
     args = parser.parse_args(argv)
     try:
         cfg = config_from_args(TrainAutoencodersConfig, args)
     except ValueError as e:
         parser.error(str(e))
-    before = read_fingerprint(output_dir(args.artifacts, cfg.encoder))
-    out = run(args.data, args.artifacts, cfg, device=args.device)
-    if before is not None and read_fingerprint(out) == before:
-        print(f"{out}: up to date (same config and inputs), skipped")
-    summary = json.loads((out / "history.json").read_text())
+    with clean_errors("train_autoencoders"):
+        before = read_fingerprint(output_dir(args.artifacts, cfg.encoder))
+        out = run(args.data, args.artifacts, cfg, device=args.device)
+        if before is not None and read_fingerprint(out) == before:
+            print(f"{out}: up to date (same config and inputs), skipped")
+        summary = read_json(out / "history.json", "training summary")
     print(f"autoencoders ({cfg.encoder}) in {out}: {summary['fit_clips']} clips "
           f"({summary['fit_chunks']} chunks) fitted, {summary['val_clips']} held out, "
           f"{len(summary['skipped'])} unreadable")
@@ -181,6 +227,8 @@ def main(argv=None) -> None:
         s = summary["families"][family]
         print(f"  {family:18s} validation MSE {s['val_mse']:.4f} (standardised; 1.0 = the mean) "
               f"at epoch {s['best_epoch']}")
+    report_skipped("train_autoencoders", summary["skipped"] + summary.get("invalid", []),
+                   f"'skipped' and 'invalid' in {out / 'history.json'}", args.strict)
 
 
 if __name__ == "__main__":

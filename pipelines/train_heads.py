@@ -17,9 +17,11 @@ Output ``<artifacts>/heads/<name>/`` (name: the store names joined with "+"):
   scores.json   evaluation scores (map, d_prime, mean_auc, accuracy, per-class AP)
   config.json, fingerprint.json   (bow.stage) the stage is skipped when the config and the
                 stores' fingerprints are unchanged. ``bow.heads.Head.load(dir)`` reads a head.
+Locks: exclusive on the head folder, shared on each store (bow.store.lock_dir).
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 from pathlib import Path
@@ -31,8 +33,8 @@ from bow.featureset import FeatureSetError, load_features, store_fingerprint
 from bow.heads import Head, HeadConfig
 from bow.metrics import scores
 from bow.stage import clear_done, is_done, locked, mark_done, stage_fingerprint, write_json
-from bow.store import StoreError
-from pipelines.cli import add_config_args, common_parser, config_from_args
+from bow.store import StoreError, lock_dir
+from pipelines.cli import add_config_args, clean_errors, common_parser, config_from_args
 
 TrainHeadsConfig = HeadConfig  # the stage's config is the head's (paper defaults)
 
@@ -61,9 +63,12 @@ def run(features, artifacts: Path, config: HeadConfig = TrainHeadsConfig(), name
     """Train, save and score one head on the stores ``features``; return its folder."""
     paths = [Path(p) for p in features]
     out = Path(artifacts) / "heads" / (name or head_name(paths))
-    inputs = {"stores": [[p.name, store_fingerprint(p)] for p in paths]}
-    fingerprint = stage_fingerprint(config, inputs)
-    with locked(out, "train_heads"):
+    with contextlib.ExitStack() as locks:
+        for p in paths:  # readers of the stores: embed cannot rewrite them meanwhile
+            locks.enter_context(locked(lock_dir(p), "train_heads", shared=True))
+        locks.enter_context(locked(out, "train_heads"))
+        inputs = {"stores": [[p.name, store_fingerprint(p)] for p in paths]}
+        fingerprint = stage_fingerprint(config, inputs)
         if is_done(out, fingerprint):
             return out
         clear_done(out)
@@ -118,11 +123,12 @@ def main(argv=None) -> None:
         cfg = config_from_args(TrainHeadsConfig, args)
     except ValueError as e:
         parser.error(str(e))
-    try:
-        out = run(parse_features(args.features), args.artifacts, cfg, name=args.name,
-                  device=args.device)
-    except (StoreError, FeatureSetError, ValueError) as e:
-        raise SystemExit(f"train_heads: {e}") from e
+    with clean_errors("train_heads"):
+        try:
+            out = run(parse_features(args.features), args.artifacts, cfg, name=args.name,
+                      device=args.device)
+        except (StoreError, FeatureSetError, ValueError) as e:
+            raise SystemExit(f"train_heads: {e}") from e
     print(summary(out))
 
 
