@@ -232,6 +232,16 @@ def _read_open(f: h5py.File) -> Store:
     )
 
 
+def read_skipped(path: str | Path) -> list[tuple[str, str]]:
+    """The /skipped table of a store, [(fname, reason)], without reading its vectors."""
+    path = Path(path)
+    try:
+        with h5py.File(path, "r") as f:
+            return list(zip(_strings(f["skipped/fname"]), _strings(f["skipped/reason"])))
+    except (OSError, KeyError) as e:
+        raise StoreError(f"{path}: no readable /skipped table ({e})") from e
+
+
 def multi_hot(labels, vocabulary: list[str]) -> np.ndarray:
     """Label names -> (C,) uint8 multi-hot over ``vocabulary``."""
     index = {name: i for i, name in enumerate(vocabulary)}
