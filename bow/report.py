@@ -1,9 +1,9 @@
 """Results to files: CSV tables, Markdown report, PNG plots (matplotlib, Agg).
 
 Generic helpers (``write_csv``, ``markdown_table``, ``bar_plot``, ``line_plot``,
-``heatmap_plot``) take plain rows / arrays so sweeps can reuse them; ``write_report`` lays out
-the heads' evaluation: one entry per (dataset, feature set) holding the result dict of
-``bow.evaluation.evaluate``.
+``heatmap_plot``, ``save_figure``) take plain rows / arrays so sweeps and bow.figures reuse them;
+``write_report`` lays out the heads' evaluation: one entry per (dataset, feature set) holding
+the result dict of ``bow.evaluation.evaluate``.
 
 Files written by ``write_report`` in the run folder:
   results.csv       one row per dataset x feature set x fold: fold "all" holds the score
@@ -76,15 +76,24 @@ def markdown_table(rows: list[dict], columns, align=None) -> str:
     return "\n".join(lines)
 
 
-def _save(fig, path: str | Path) -> Path:
+def save_figure(fig, path: str | Path) -> Path:
+    """Write a matplotlib figure as PNG, atomically, and close it."""
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
     plt.close(fig)
     return Path(path)
 
 
-def bar_plot(path, labels, values, errors=None, *, ylabel: str = "", title: str = "") -> Path:
-    """One bar per label, with optional error bars and the value written on each bar."""
+def _reference_lines(ax, hlines: dict | None) -> None:
+    """Dashed horizontal lines ``{label: y}`` (e.g. chance level), labelled in the legend."""
+    for i, (label, value) in enumerate((hlines or {}).items()):
+        ax.axhline(value, color=("grey", "black", "tab:red")[i % 3], ls="--", lw=1, label=label)
+
+
+def bar_plot(path, labels, values, errors=None, *, ylabel: str = "", title: str = "",
+             hlines: dict | None = None) -> Path:
+    """One bar per label, with optional error bars, the value written on each bar and optional
+    dashed reference lines ``hlines`` ({label: y})."""
     values = np.asarray(values, dtype=float)
     if errors is not None:
         errors = np.nan_to_num(np.asarray(errors, dtype=float), nan=0.0, posinf=0.0)
@@ -99,12 +108,17 @@ def bar_plot(path, labels, values, errors=None, *, ylabel: str = "", title: str 
     top = finite.max() + (errors.max() if errors is not None else 0) if len(finite) else 1
     ax.set_ylim(min(0.0, finite.min() if len(finite) else 0.0), max(1.0, top * 1.12))
     ax.grid(axis="y", alpha=0.3)
-    return _save(fig, path)
+    if hlines:
+        _reference_lines(ax, hlines)
+        ax.legend(fontsize=8)
+    return save_figure(fig, path)
 
 
 def line_plot(path, series: dict, *, xlabel: str = "", ylabel: str = "", title: str = "",
-              logx: bool = False, errors: dict | None = None) -> Path:
-    """One line per series: ``series[name] = (x, y)``; optional ``errors[name]`` (std) band."""
+              logx: bool = False, errors: dict | None = None, hlines: dict | None = None
+              ) -> Path:
+    """One line per series: ``series[name] = (x, y)``; optional ``errors[name]`` (std) band and
+    dashed reference lines ``hlines`` ({label: y})."""
     fig, ax = plt.subplots(figsize=(6.0, 3.8))
     for name, (x, y) in series.items():
         ax.plot(x, y, marker="o" if len(x) <= 20 else None, ms=4, label=str(name))
@@ -113,13 +127,18 @@ def line_plot(path, series: dict, *, xlabel: str = "", ylabel: str = "", title: 
             ax.fill_between(x, y - e, y + e, alpha=0.2)
     if logx:
         ax.set_xscale("log", base=2)
+        ticks = sorted({float(v) for x, _ in series.values() for v in x})
+        ax.set_xticks(ticks, [fmt(t, 3).rstrip("0").rstrip(".") if not float(t).is_integer()
+                              else str(int(t)) for t in ticks])
+        ax.minorticks_off()
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.grid(alpha=0.3)
-    if len(series) > 1:
+    _reference_lines(ax, hlines)
+    if len(series) + len(hlines or {}) > 1:
         ax.legend(fontsize=8)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def heatmap_plot(path, matrix: np.ndarray, row_labels, col_labels, *, title: str = "",
@@ -137,7 +156,7 @@ def heatmap_plot(path, matrix: np.ndarray, row_labels, col_labels, *, title: str
                     color="black" if v > 0.6 else "white")
     fig.colorbar(im, ax=ax, label=label, fraction=0.05)
     ax.set_title(title)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def result_rows(dataset: str, features: str, result: dict) -> list[dict]:

@@ -1,0 +1,158 @@
+"""Pictures that show each stage worked: codebook usage, autoencoder reconstructions, sweeps.
+
+* ``codebook_usage_plot``: per token family, the share of tokens each code received, codes
+  sorted from most to least used (a rank-ordered histogram, log scale; unused codes fall off
+  the bottom), for one or several models (e.g. the trained encoders and the random-encoder
+  control). Usage comes from a bag-of-words store
+  (``store_usage``: the counts of every embedded chunk, all splits). Each panel names the codes
+  used out of D and the perplexity exp(entropy) of the usage: D for perfectly even usage,
+  1 when one code takes every token.
+* ``reconstruction_plot``: log-mel chunks beside what each family's autoencoder makes of them.
+  The patch, band-envelope and spectral-envelope grids tile the whole (96, 100) log-mel, so
+  their reconstructions are tiled back into a full spectrogram (``ungrid``); the thumbnail is
+  shown as its (8, 10) input and reconstruction. Titles give the reconstruction MSE in
+  standardised units (1.0 = predicting the training mean), as in the training history.
+* ``sweep_plot``: one line per group of sweep rows (e.g. mAP against D for each head width and
+  dropout), with optional horizontal reference lines (chance); categorical x values (e.g.
+  scene algorithms) become a bar chart.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from bow.autoencoder import Autoencoder
+from bow.report import bar_plot, line_plot, plt, save_figure
+from bow.store import read
+from bow.tokens import COUNTS, FAMILIES, N_FRAMES, N_MELS, SHAPES, grid
+
+TILED = ("patch", "band_envelope", "spectral_envelope")  # families whose grid tiles the log-mel
+
+
+def store_usage(path: str | Path) -> dict[str, np.ndarray]:
+    """A bag-of-words store -> {family: (D,) int64 tokens assigned to each code, all chunks}."""
+    store = read(path)
+    families = store.attrs["config"].get("families", list(FAMILIES))
+    n_codes = int(store.attrs["config"]["n_codes"])
+    total = store.chunks.sum(axis=0, dtype=np.int64)
+    return {f: total[i * n_codes:(i + 1) * n_codes] for i, f in enumerate(families)}
+
+
+def usage_stats(counts: np.ndarray) -> dict:
+    """(D,) code counts -> {n_codes, used, perplexity, top_share}."""
+    counts = np.asarray(counts, dtype=np.float64)
+    share = counts / max(counts.sum(), 1.0)
+    nz = share[share > 0]
+    return {"n_codes": len(counts), "used": int((counts > 0).sum()),
+            "perplexity": float(np.exp(-(nz * np.log(nz)).sum())) if len(nz) else 0.0,
+            "top_share": float(share.max()) if len(share) else 0.0}
+
+
+def codebook_usage_plot(path, usages: dict[str, dict[str, np.ndarray]], *,
+                        title: str = "") -> Path:
+    """``usages[model][family] = (D,) counts`` -> one panel per family, codes sorted by use."""
+    fig, axes = plt.subplots(2, 2, figsize=(10.0, 6.4))
+    colours = plt.cm.tab10(np.arange(len(usages)) % 10)
+    for ax, family in zip(axes.ravel(), FAMILIES):
+        floor = 1.0
+        for colour, (model, usage) in zip(colours, usages.items()):
+            counts = np.sort(np.asarray(usage[family], dtype=np.float64))[::-1]
+            share = counts / max(counts.sum(), 1.0)
+            floor = min(floor, share[share > 0].min(initial=1.0) / 2)
+            s = usage_stats(counts)
+            ax.step(np.arange(1, len(share) + 1), share, where="mid", color=colour,
+                    label=f"{model}: {s['used']}/{s['n_codes']} used, "
+                          f"perplexity {s['perplexity']:.0f}")
+        n_codes = len(next(iter(usages.values()))[family])
+        ax.axhline(1.0 / n_codes, color="grey", ls="--", lw=0.8, label="even use (1/D)")
+        ax.set_yscale("log")
+        ax.set_ylim(bottom=floor)
+        ax.set(title=f"{family} ({COUNTS[family]} token{'s' if COUNTS[family] > 1 else ''}"
+                     " per chunk)", xlabel="code rank (most used first)",
+               ylabel="share of tokens")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def ungrid(tokens: torch.Tensor, family: str) -> torch.Tensor:
+    """(n, COUNTS[family], dim) grid tokens -> (n, 96, 100) log-mel; inverse of tokens.grid for
+    the families whose grid tiles the spectrogram (not the thumbnail)."""
+    if family not in TILED:
+        raise ValueError(f"{family}: its grid does not tile the log-mel; expected one of {TILED}")
+    h, w = SHAPES[family]
+    n = tokens.shape[0]
+    x = tokens.reshape(n, N_MELS // h, N_FRAMES // w, h, w).permute(0, 1, 3, 2, 4)
+    return x.reshape(n, N_MELS, N_FRAMES)
+
+
+@torch.inference_mode()
+def reconstruct(ae: Autoencoder, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(n, dim) raw tokens -> ((n, dim) reconstructions in raw units, (n,) MSE standardised),
+    in eval mode (no dropout), with the autoencoder's own standardisation."""
+    ae.encoder_.eval()
+    ae.decoder_.eval()
+    x = (tokens.to(ae.device, torch.float32) - ae.mean_) / ae.std_
+    y = ae.decoder_(ae.encoder_(x))
+    return (y * ae.std_ + ae.mean_).cpu(), ((y - x) ** 2).mean(dim=1).cpu()
+
+
+def reconstruction_plot(path, autoencoders: dict[str, Autoencoder], logmel: torch.Tensor,
+                        names=None, *, title: str = "") -> Path:
+    """(n, 96, 100) log-mel chunks beside their reconstructions by each family's autoencoder:
+    one row per chunk: input, patch, band envelope, spectral envelope, thumbnail in and out."""
+    logmel = logmel.float().cpu()
+    n = logmel.shape[0]
+    names = list(names) if names is not None else [f"chunk {i}" for i in range(n)]
+    columns = ["input log-mel"] + [f"{f} AE" for f in TILED] + ["thumbnail", "thumbnail AE"]
+    fig, axes = plt.subplots(n, len(columns), figsize=(2.3 * len(columns), 2.2 * n + 0.6),
+                             squeeze=False)
+    lo, hi = float(logmel.min()), float(logmel.max())
+    for i in range(n):
+        panels, errors = [logmel[i]], [None]
+        for family in TILED:
+            ae = autoencoders[family]
+            tokens = grid(logmel[i:i + 1], family).reshape(-1, ae.dim)
+            out, mse = reconstruct(ae, tokens)
+            panels.append(ungrid(out.reshape(1, COUNTS[family], -1), family)[0])
+            errors.append(float(mse.mean()))
+        thumb = grid(logmel[i:i + 1], "thumbnail").reshape(1, -1)
+        out, mse = reconstruct(autoencoders["thumbnail"], thumb)
+        panels += [thumb.reshape(SHAPES["thumbnail"]), out.reshape(SHAPES["thumbnail"])]
+        errors += [None, float(mse.mean())]
+        for j, (ax, image, err) in enumerate(zip(axes[i], panels, errors)):
+            ax.imshow(image.numpy(), origin="lower", aspect="auto", cmap="magma",
+                      vmin=lo, vmax=hi, interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            head = columns[j] if i == 0 else ""
+            ax.set_title("\n".join(t for t in (head, f"MSE {err:.3f}" if err is not None else "")
+                                   if t), fontsize=8)
+        axes[i][0].set_ylabel(names[i], fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def sweep_plot(path, rows: list[dict], x: str, *, y: str = "map", groups=(), label: str = "",
+               xlabel: str = "", ylabel: str = "eval clip mAP", title: str = "",
+               logx: bool = False, hlines: dict | None = None) -> Path:
+    """Rows (dicts) -> one line per distinct value of the ``groups`` keys (named ``label``
+    without groups), ``y`` against ``x``; rows whose ``y`` is missing are left out. String x
+    values give a bar chart instead."""
+    rows = [r for r in rows if r.get(y) is not None and np.isfinite(float(r[y]))]
+    if rows and isinstance(rows[0][x], str):
+        return bar_plot(path, [str(r[x]) for r in rows], [float(r[y]) for r in rows],
+                        ylabel=ylabel, title=title, hlines=hlines)
+    series: dict[str, tuple[list, list]] = {}
+    for r in sorted(rows, key=lambda r: float(r[x])):
+        name = ", ".join(f"{g} {r[g]}" for g in groups) or label or y
+        xs, ys = series.setdefault(name, ([], []))
+        xs.append(float(r[x]))
+        ys.append(float(r[y]))
+    return line_plot(path, series, xlabel=xlabel or x, ylabel=ylabel, title=title, logx=logx,
+                     hlines=hlines)

@@ -1,0 +1,177 @@
+"""pipelines.run's section of the report: what each stage did, with pictures that show it.
+
+``add_section`` appends to the ``report.md`` written by pipelines.evaluate (replacing the
+section of an earlier run, from the ``MARKER`` line on, so reruns do not stack copies):
+
+* the data set, the preset and chance mAP (the mean class prevalence of the evaluation clips:
+  the expected mAP of random scores);
+* a table of the stages (what, up to date or done, seconds, output);
+* autoencoders: validation MSE per family (trained, and the random-encoder control) and
+  ``autoencoder_reconstructions.png`` (bow.figures.reconstruction_plot: a few evaluation
+  chunks, one per label, beside each family's reconstruction);
+* codebooks: usage per family in the embedded stores and ``codebook_usage.png``
+  (bow.figures.codebook_usage_plot, trained vs random encoders);
+* KW-MLP: the checkpoint given, or our own pretraining's accuracy and budget;
+* sweeps (pipelines.sweep): their plots when they have been run, else the commands.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from bow.autoencoder import Autoencoder
+from bow.corpus import logmel_clips
+from bow.figures import codebook_usage_plot, reconstruction_plot, store_usage, usage_stats
+from bow.report import markdown_table
+from bow.stage import atomic_path
+from bow.store import multi_hot
+from bow.tokens import FAMILIES
+from pipelines import embed, evaluate, train_autoencoders
+from pipelines.run_config import DEFAULT_DATA
+
+MARKER = "<!-- pipelines.run section -->"
+
+
+def chance_map(labels: np.ndarray) -> float | None:
+    """(N, C) multi-hot -> mean prevalence of the classes with a positive (None if N = 0)."""
+    y = np.asarray(labels, dtype=np.float64)
+    if not len(y):
+        return None
+    prevalence = y.mean(axis=0)
+    return float(prevalence[prevalence > 0].mean())
+
+
+def scored_clips(dataset, config) -> tuple[list, str]:
+    """The clips the heads are scored on: the eval splits, else (k-fold) every clip."""
+    clips = dataset.select(config.evaluate.eval_splits)
+    if clips:
+        return clips, "+".join(s for s in config.evaluate.eval_splits if s in dataset.splits)
+    return list(dataset.clips), "all clips (k-fold)"
+
+
+def example_chunks(dataset, clips, n: int = 4):
+    """(n, 96, 100) log-mel of one chunk (its most varied) from clips of distinct first labels."""
+    chosen, seen = [], set()
+    for clip in clips:
+        if clip.labels[0] not in seen:
+            seen.add(clip.labels[0])
+            chosen.append(clip)
+        if len(chosen) == n:
+            break
+    logmel, offsets, skipped = logmel_clips(chosen)
+    bad = {f for f, _ in skipped}
+    chosen = [c for c in chosen if c.fname not in bad]
+    rows = [int(offsets[i] + torch.argmax(logmel[offsets[i]:offsets[i + 1]].float()
+                                          .flatten(1).std(dim=1))) for i in range(len(chosen))]
+    return logmel[rows], [f"{c.fname} ({c.labels[0]})" for c in chosen]
+
+
+def _autoencoder_rows(artifacts: Path) -> list[dict]:
+    rows = {}
+    for kind in train_autoencoders.ENCODERS:
+        hist = json.loads((train_autoencoders.output_dir(artifacts, kind) / "history.json")
+                          .read_text())
+        for family, s in hist["families"].items():
+            rows.setdefault(family, {"family": family})[kind] = \
+                f"{s['val_mse']:.3f}" + (f" (epoch {s['best_epoch']})" if kind == "trained"
+                                         else "")
+    return [rows[f] for f in FAMILIES]
+
+
+def _kwmlp_text(artifacts: Path, config) -> str:
+    if config.kwmlp_checkpoint:
+        return f"Checkpoint given: `{config.kwmlp_checkpoint}` (no pretraining of our own)."
+    info = json.loads((artifacts / "kwmlp" / "best.json").read_text())
+    cfg = info["config"]
+    return (f"No checkpoint was given, so this run pretrained **its own KW-MLP** "
+            f"({config.preset} preset: {cfg['epochs']} epochs, depth {cfg['depth']}, batch "
+            f"{cfg['batch_size']}) on the training clips with their first label each "
+            f"({len(info['classes'])} classes, {info['n_clips']['train']} clips, "
+            f"{info['n_clips']['val']} for validation): validation accuracy "
+            f"{info['val_accuracy']:.3f} at epoch {info['best_epoch']}. Curves: "
+            f"`{artifacts / 'kwmlp' / 'curves.png'}`. For the authors' checkpoint give "
+            "`--kwmlp-checkpoint kwmlp.pth`.")
+
+
+def sweep_options(data: Path, artifacts: Path, config) -> str:
+    """The pipelines.sweep options that reuse this run's stages (same data, preset, config)."""
+    builtin = Path(data).resolve() == (Path(artifacts) / DEFAULT_DATA).resolve()
+    options = ([] if builtin else [f"--data {data}"]) + [f"--artifacts {artifacts}",
+                                                          f"--preset {config.preset}"]
+    options += [f"--config {config.config_file}"] if config.config_file else []
+    options += [f"--kwmlp-checkpoint {config.kwmlp_checkpoint}"] if config.kwmlp_checkpoint \
+        else []
+    return " ".join(options)
+
+
+def _sweeps_text(artifacts: Path, data: Path, config) -> list[str]:
+    from pipelines import sweep  # imported here: pipelines.sweep imports pipelines.run
+    lines, commands = [], []
+    for name in sweep.SWEEPS:
+        plot = sweep.plot_path(artifacts, name)
+        if plot.is_file():
+            rel = Path("..", "..", plot.relative_to(artifacts)).as_posix()
+            lines += [f"![{sweep.SWEEPS[name]}]({rel})", ""]
+        else:
+            commands.append(f"python -m pipelines.sweep {name} "
+                            f"{sweep_options(data, artifacts, config)}")
+    if commands:
+        lines += ["Not run yet (each is resumable and ends with a plot linked here on the next "
+                  "`pipelines.run`):", "", "```bash", *commands, "```", ""]
+    return lines
+
+
+def add_section(report: Path, data: Path, dataset, artifacts: Path, config,
+                stages: list[dict]) -> dict:
+    """Write the figures and append the run's section to ``report``; return its numbers."""
+    out = report.parent
+    clips, scored = scored_clips(dataset, config)
+    chance = chance_map(np.stack([multi_hot(c.labels, dataset.vocabulary) for c in clips]))
+    usages = {f"{kind} encoders": store_usage(embed.store_path(artifacts, kind))
+              for kind in train_autoencoders.ENCODERS}
+    codebook_usage_plot(out / "codebook_usage.png", usages,
+                        title="Codebook usage per token family, all embedded chunks")
+    encoders = {f: Autoencoder.load(train_autoencoders.output_dir(artifacts, "trained")
+                                    / f"{f}.pt") for f in FAMILIES}
+    logmel, names = example_chunks(dataset, clips)
+    reconstruction_plot(out / "autoencoder_reconstructions.png", encoders, logmel, names,
+                        title="Log-mel chunks (left) and each family's reconstruction")
+    usage_rows = [{"family": f, **{m: "{used}/{n_codes} used, perplexity {perplexity:.1f}"
+                                   .format(**usage_stats(u[f])) for m, u in usages.items()}}
+                  for f in FAMILIES]
+    stage_rows = [{**s, "seconds": f"{s['seconds']:.1f}"} for s in stages]
+    section = [
+        MARKER, "", "## The run (pipelines.run)", "",
+        f"Data: `{data}` ({dataset.layout} layout, {len(dataset.clips)} clips, "
+        f"{len(dataset.vocabulary)} labels). Preset: **{config.preset}**. Chance mAP on "
+        f"{scored} (mean class prevalence, the expected mAP of random scores): "
+        f"{chance:.3f}.", "",
+        markdown_table(stage_rows, [("stage", "stage"), ("what", "what"), ("status", "status"),
+                                    ("seconds", "seconds"), ("output", "output")],
+                       ["l", "l", "l", "r", "l"]), "",
+        "### Autoencoders", "",
+        "Validation MSE of held-out training tokens, standardised (1.0 = predicting the mean):",
+        "", markdown_table(_autoencoder_rows(artifacts), [("family", "family"),
+                           ("trained", "trained (best epoch)"), ("random", "random control")]),
+        "", "![Autoencoder reconstructions](autoencoder_reconstructions.png)", "",
+        "### Codebooks", "",
+        markdown_table(usage_rows, [("family", "family")] + [(m, m) for m in usages]), "",
+        "![Codebook usage per family](codebook_usage.png)", "",
+        "### KW-MLP", "", _kwmlp_text(artifacts, config), "",
+        "### Sweeps", "", *_sweeps_text(artifacts, data, config)]
+    text = report.read_text()
+    text = text.split(MARKER)[0].rstrip("\n") + "\n\n" + "\n".join(section)
+    with atomic_path(report) as tmp:
+        tmp.write_text(text)
+    return {"chance_map": chance, "scored_on": scored,
+            "figures": ["codebook_usage.png", "autoencoder_reconstructions.png"]}
+
+
+def results_text(run_dir: Path, info: dict) -> str:
+    """The results table of the run and its chance level, for the terminal."""
+    table = evaluate.results_table(run_dir / "results.csv")
+    return (f"{table}\n\nchance mAP on {info['scored_on']} (mean class prevalence): "
+            f"{info['chance_map']:.3f}")
