@@ -215,3 +215,11 @@ def test_write_is_atomic(tiny, tmp_path, monkeypatch):
         ["out.npz"]
     with pytest.raises(ValueError, match="normalise"):
         bundle.write(target, bag, normalise="cube")
+
+
+def test_help_lists_the_options(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        export_bundle.main(["--help"])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    assert "--encoder" in out and "--normalise" in out and "(default: none)" in out
