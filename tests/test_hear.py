@@ -248,10 +248,11 @@ def test_bad_inputs_are_clear_errors(bow_model, tmp_path):
 # ------------------------------------------------------------------ 20 minutes
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["kwmlp", "bow"])
-def test_twenty_minute_clip_in_bounded_memory(name, tiny_bundle, kwmlp_dir):
+def test_twenty_minute_clip_in_bounded_memory(name, request):
     """benchmarks/hear_memory.py in a fresh process: timestamp embeddings of one 20-minute clip
     with peak RSS growth under 1 GiB (the clip's audio is 73 MiB; the figures are printed)."""
-    model = kwmlp_dir / "kwmlp.pth" if name == "kwmlp" else tiny_bundle
+    model = (request.getfixturevalue("kwmlp_dir") / "kwmlp.pth" if name == "kwmlp"
+             else request.getfixturevalue("tiny_bundle"))
     cmd = [sys.executable, "-m", "benchmarks.hear_memory", name, "--one", "--model",
            str(model), "--calls", "timestamp", "--minutes", "20", "--threads", "2",
            "--no-floor"]
