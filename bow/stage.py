@@ -13,8 +13,10 @@ never read, and the next run of the stage in that folder deletes it (``locked``)
 
 Determinism: ``save_torch`` writes through a file object, because ``torch.save(obj, path)``
 names the zip archive inside the file after the file name, which for a temporary name holds
-the process id; with a file object the archive is always named "archive", so the same
-content gives the same bytes.
+the process id (with a file object it is always "archive"), and it pickles a ``canonical``
+copy of the object, because pickle's memo depends on which equal strings are one object (a
+training history resumed from a checkpoint would otherwise pickle differently from one built
+in a single run). The same content then gives the same bytes.
 
 Loading (``load_torch``, ``read_json``): checkpoints are read with
 ``torch.load(weights_only=True)`` (tensors, numbers, strings, lists and dicts only; no
@@ -160,12 +162,28 @@ def read_json(path: str | Path, what: str = "JSON file"):
         raise ArtifactError(f"{path}: not a readable {what} ({e})") from None
 
 
+def canonical(obj):
+    """A copy of nested dicts, lists and tuples whose strings are interned (leaves as they are).
+
+    Pickle memoises strings and containers by identity, so the same content can give other
+    bytes depending on which equal strings happen to be one object (e.g. history entries built
+    in this process vs. read back from a checkpoint). After this, equal strings are one object
+    and no container is shared: the bytes depend on the content only."""
+    if type(obj) is str:
+        return sys.intern(obj)
+    if isinstance(obj, dict):
+        return type(obj)((canonical(k), canonical(v)) for k, v in obj.items())
+    if isinstance(obj, (list, tuple)) and type(obj) in (list, tuple):
+        return type(obj)(canonical(v) for v in obj)
+    return obj
+
+
 def save_torch(obj, path: str | Path) -> None:
     """``torch.save(obj)`` to ``path`` atomically, the same bytes for the same content."""
     import torch
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:  # a file object: the archive is named "archive", not tmp
-            torch.save(obj, f)
+            torch.save(canonical(obj), f)
 
 
 def load_torch(path: str | Path, what: str = "checkpoint", map_location="cpu"):
