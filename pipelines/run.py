@@ -40,7 +40,8 @@ from pathlib import Path
 
 from bow.corpus import holdout
 from bow.datasets import load_dataset
-from bow.stage import atomic_path, read_fingerprint, read_json, write_json
+from bow.stage import (ArtifactError, atomic_path, file_digest, read_fingerprint, read_json,
+                       write_json)
 from bow.store import read_skipped
 from bow.synth import make_default_dataset
 from pipelines import (embed, embed_kwmlp, evaluate, fit_codebooks, pretrain_kwmlp, run_report,
@@ -153,6 +154,20 @@ def kwmlp_checkpoint(stages: Stages, artifacts: Path, config: RunConfig, device:
                   lambda: read_fingerprint(artifacts / "kwmlp"))
 
 
+def _carry_build_times(done: list[dict], previous: Path) -> None:
+    """Stages up to date now get ``built_seconds``: their time when an earlier run did them."""
+    try:
+        before = {(s["stage"], s["what"]): s for s in read_json(previous)["stages"]}
+    except (ArtifactError, KeyError, TypeError):
+        return
+    for s in done:
+        old = before.get((s["stage"], s["what"]), {})
+        built = old.get("built_seconds") or (old["seconds"] if old.get("status") == "done"
+                                             else None)
+        if s["status"] == "up to date" and built:
+            s["built_seconds"] = built
+
+
 def default_data(artifacts: Path) -> Path:
     """The built-in dataset under ``artifacts`` (generated on first use)."""
     return make_default_dataset(Path(artifacts) / DEFAULT_DATA)
@@ -188,10 +203,12 @@ def run(data: Path | None, artifacts: Path, config: RunConfig = RunConfig(),
         from pipelines import sweep   # imported here: pipelines.sweep imports this module
         for name, grid in config.sweeps:
             values = "; ".join(f"{k} {','.join(map(str, v))}" for k, v in grid.items())
+            results = sweep.sweep_dir(artifacts, name) / "results.csv"
             stages("sweep", f"{name} ({values or 'the paper grid'})",
                    lambda: (sweep.sweep(name, data, artifacts, config, device, progress, log,
                                         **grid), sweep.plot_path(artifacts, name))[1],
-                   lambda: None)
+                   lambda: file_digest(results) if results.is_file() else None)
+    _carry_build_times(stages.done, report.parent / "run.json")
     extra = run_report.add_section(report, data, dataset, artifacts, config, stages.done)
     write_json(report.parent / "run.json", {"data": str(data), "preset": config.preset,
                                             "config": config, "stages": stages.done,

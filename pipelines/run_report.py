@@ -5,7 +5,8 @@ section of an earlier run, from the ``MARKER`` line on, so reruns do not stack c
 
 * the data set, the preset and chance mAP (the mean class prevalence of the evaluation clips:
   the expected mAP of random scores);
-* a table of the stages (what, up to date or done, seconds, output);
+* a table of the stages (what, up to date or done, seconds, output; a stage that was up to date
+  shows the seconds it took when it was done, as recorded in an earlier run.json);
 * autoencoders: validation MSE per family (trained, and the random-encoder control) and
   ``autoencoder_reconstructions.png`` (bow.figures.reconstruction_plot: a few evaluation
   chunks, one per label, beside each family's reconstruction);
@@ -91,9 +92,9 @@ def _kwmlp_text(artifacts: Path, config) -> str:
             f"{cfg['batch_size']}) on the training clips with their first label each "
             f"({len(info['classes'])} classes, {info['n_clips']['train']} clips, "
             f"{info['n_clips']['val']} for validation): validation accuracy "
-            f"{info['val_accuracy']:.3f} at epoch {info['best_epoch']}. Curves: "
-            f"`{artifacts / 'kwmlp' / 'curves.png'}`. For the authors' checkpoint give "
-            "`--kwmlp-checkpoint kwmlp.pth`.")
+            f"{info['val_accuracy']:.3f} at epoch {info['best_epoch']}. For the authors' "
+            "checkpoint give `--kwmlp-checkpoint kwmlp.pth`.\n\n"
+            "![KW-MLP pretraining curves](../../kwmlp/curves.png)")
 
 
 def sweep_options(data: Path, artifacts: Path, config) -> str:
@@ -142,7 +143,9 @@ def add_section(report: Path, data: Path, dataset, artifacts: Path, config,
     usage_rows = [{"family": f, **{m: "{used}/{n_codes} used, perplexity {perplexity:.1f}"
                                    .format(**usage_stats(u[f])) for m, u in usages.items()}}
                   for f in FAMILIES]
-    stage_rows = [{**s, "seconds": f"{s['seconds']:.1f}"} for s in stages]
+    stage_rows = [{**s, "seconds": f"{s['seconds']:.1f}" + (
+        f" (built in {s['built_seconds']:.1f})" if s.get("built_seconds") else "")}
+        for s in stages]
     section = [
         MARKER, "", "## The run (pipelines.run)", "",
         f"Data: `{data}` ({dataset.layout} layout, {len(dataset.clips)} clips, "

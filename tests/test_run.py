@@ -75,16 +75,20 @@ def test_config_file_and_preset_from_the_command_line(tmp_path):
     run_config.add_run_options(parser)
     toml = tmp_path / "run.toml"
     toml.write_text('[fit_codebooks]\nn_codes = 16\n')
+    import faiss
     import torch
-    threads = torch.get_num_threads()
+    threads = torch.get_num_threads(), faiss.omp_get_max_threads()
+    parse = lambda argv: run_config.config_from_run_args(parser.parse_args(argv))  # noqa: E731
     try:
-        config = run_config.config_from_run_args(parser.parse_args(["--config", str(toml)]))
+        config = parse(["--config", str(toml)])
         assert config.preset == "quick" and config.fit_codebooks.n_codes == 16
-        assert torch.get_num_threads() == 1
-        config = run_config.config_from_run_args(parser.parse_args(["--data", "x", "--threads", "2"]))
+        assert torch.get_num_threads() == 1 and faiss.omp_get_max_threads() == 1
+        config = parse(["--data", "x", "--threads", "2"])
         assert config.preset == "paper" and config.sweeps == () and config.config_file is None
+        assert torch.get_num_threads() == 2
     finally:
-        torch.set_num_threads(threads)
+        torch.set_num_threads(threads[0])
+        faiss.omp_set_num_threads(threads[1])
     toml.write_text("not = [valid")
     with pytest.raises(SystemExit, match="cannot read"):
         run_config.config_from_run_args(parser.parse_args(["--config", str(toml)]))
@@ -184,7 +188,9 @@ def test_the_readme_main_command_on_the_built_in_dataset(tmp_path):
     assert (art / "kwmlp" / "best.pth").is_file()
     # a second run redoes nothing
     again = _command(["--artifacts", str(art)])
-    assert again.count("up to date, skipped") == 9 + 3           # stages + masking's upstream
+    redone = re.findall(r"\n(\[\d+/11\] [^\n]*)\n +done", again)
+    assert again.count("up to date, skipped") == 11 + 3, redone  # + masking's upstream
+    assert "| up to date | 0.0 (built in" in report.read_text()
     assert "done before" in again and report.is_file()
     rows = [line for line in out.splitlines() if line.startswith("| default")]
     assert len(rows) == 4 and all(line in again for line in rows)
