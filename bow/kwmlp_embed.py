@@ -22,6 +22,16 @@ Batches hold clips of any lengths: each clip is padded on its own, the chunks of
 through the encoder together (``batch_chunks`` at a time) and are split back per clip, so a
 batch gives what its clips give one by one.
 
+Speed: ``KWMLPEncoder`` computes ``KWMLP.encode`` for inference in a time-major layout,
+(98, n, C) instead of (n, 98, C): every linear layer is one (98 n, C) matmul, the gating unit's
+time mixing (a Conv1d(98, 98, 1) in the checkpoint) is one (98, 98) @ (98, n 128) matmul with
+no transposes, and the first projection is split into its residual and gate halves so that no
+activation is ever copied to be made contiguous. Same numbers as ``KWMLP.encode`` to float
+rounding (~1e-6 relative); measured 1.3-1.6x faster on one CPU thread. Chunks go through in
+batches of ``batch_chunks`` (32 by default: the activations of a batch then stay in the CPU's
+caches; measured faster than 256 on one thread). ``precision`` (bow.precision) runs the encoder
+in TF32 or bf16 on CUDA.
+
 Chunk vectors for the feature store (``chunk_vectors``), a decision of ours, not the package's:
 row j of a clip is the scene algorithm applied to the timestamp frames centred in second j of
 the clip, timestamps in [1000 j, 1000 j + 1000) ms (99 frames for the first second, 100 for a
@@ -43,6 +53,7 @@ import torch.nn.functional as F
 from bow.audio import CHUNK_SAMPLES, SAMPLE_RATE, n_chunks
 from bow.features import MFCC
 from bow.kwmlp import KWMLP
+from bow.precision import check_precision, encoder_precision
 from bow.scene import scene_embeddings
 
 PAD_FRONT = 80
@@ -85,22 +96,81 @@ class ClipEmbedding:
     scene: np.ndarray        # (1024,) float32
 
 
+def _transposed(weight: torch.Tensor) -> torch.Tensor:
+    """(out, in) Linear weight -> contiguous (in, out), for x @ W^T as addmm(b, x, W^T)."""
+    return weight.detach().t().contiguous()
+
+
+def _copy(t: torch.Tensor) -> torch.Tensor:
+    return t.detach().clone()
+
+
+class KWMLPEncoder:
+    """Inference-only ``KWMLP.encode`` in a time-major layout (see the module docstring):
+    (n, 40, 98) MFCC -> (n, 98, 64) tokens after ``n_blocks`` blocks (eval mode, every block).
+
+    Holds its own copies of the weights, rearranged (transposed, the first projection split in
+    its residual and gate halves, the 1x1 convolution as a matrix): build it again after the
+    model's weights change.
+    """
+
+    def __init__(self, model: KWMLP):
+        t, c = _transposed, _copy
+        embed = model.to_patch_embed[1]
+        self.embed = (t(embed.weight), c(embed.bias))
+        self.blocks = []
+        for layer in model.layers:
+            post, block = layer.fn, layer.fn.fn
+            w, b = block.proj_in[0].weight, block.proj_in[0].bias
+            half = w.shape[0] // 2
+            sgu = block.sgu
+            self.blocks.append({
+                "residual": (t(w[:half]), c(b[:half])), "gate": (t(w[half:]), c(b[half:])),
+                "gate_norm": (c(sgu.norm.weight), c(sgu.norm.bias), sgu.norm.eps),
+                "time": (sgu.proj.weight.detach()[:, :, 0].contiguous(), c(sgu.proj.bias)[:, None]),
+                "out": (t(block.proj_out.weight), c(block.proj_out.bias)),
+                "norm": (c(post.norm.weight), c(post.norm.bias), post.norm.eps)})
+
+    @torch.inference_mode()
+    def __call__(self, mfcc: torch.Tensor, n_blocks: int | None = None) -> torch.Tensor:
+        n, n_mfcc, t = mfcc.shape
+        x = torch.addmm(self.embed[1], mfcc.permute(2, 0, 1).reshape(t * n, n_mfcc),
+                        self.embed[0])                           # (t n, 64), time-major rows
+        dim = x.shape[1]
+        for block in self.blocks[:len(self.blocks) if n_blocks is None else n_blocks]:
+            r = F.gelu(torch.addmm(block["residual"][1], x, block["residual"][0]))
+            g = F.gelu(torch.addmm(block["gate"][1], x, block["gate"][0]))
+            weight, bias, eps = block["gate_norm"]
+            g = F.layer_norm(g, g.shape[-1:], weight, bias, eps)
+            wt, bt = block["time"]                               # mix the 98 frames
+            g = torch.addmm(bt, wt, g.reshape(t, -1)).reshape(t * n, -1)
+            y = torch.addmm(block["out"][1], r.mul_(g), block["out"][0])
+            weight, bias, eps = block["norm"]
+            x = x + F.layer_norm(y, (dim,), weight, bias, eps)
+        return x.reshape(t, n, dim).transpose(0, 1)
+
+
 class KWMLPEmbedder:
     """Clips (any lengths, 16 kHz) -> timestamp and scene embeddings with a KW-MLP encoder.
 
     ``n_blocks``: take the tokens after this many blocks (the paper's ablation: 4, 8 or 12 of
     12); None = all. ``scene_algorithm``: see bow.scene. ``batch_chunks``: 1 s chunks per
-    encoder call.
+    encoder call. ``precision``: fp32, or tf32 / bf16 on CUDA (bow.precision).
     """
 
     def __init__(self, model: KWMLP, n_blocks: int | None = None,
-                 scene_algorithm: str = "iterative", batch_chunks: int = 256,
-                 device: str | torch.device = "cpu"):
+                 scene_algorithm: str = "iterative", batch_chunks: int = 32,
+                 device: str | torch.device = "cpu", precision: str = "fp32"):
         self.device = torch.device(device)
+        check_precision(precision, self.device)
+        if n_blocks is not None and not 0 <= n_blocks <= model.depth:
+            raise ValueError(f"n_blocks must be in 0..{model.depth}, got {n_blocks}")
         self.model = model.eval().to(self.device)
+        self.encoder = KWMLPEncoder(self.model)
         self.n_blocks = n_blocks
         self.scene_algorithm = scene_algorithm
         self.batch_chunks = batch_chunks
+        self.precision = precision
         self.mfcc = MFCC().to(self.device)
 
     @torch.inference_mode()
@@ -108,9 +178,10 @@ class KWMLPEmbedder:
         """(k, 16000) -> (k, 98, 64) layer-normalised tokens, on CPU."""
         out = []
         for i in range(0, chunks.shape[0], self.batch_chunks):
-            x = chunks[i:i + self.batch_chunks].to(self.device)
-            tokens = self.model.encode(self.mfcc(x), self.n_blocks)
-            out.append(F.layer_norm(tokens, tokens.shape[-1:]).float().cpu())
+            mfcc = self.mfcc(chunks[i:i + self.batch_chunks].to(self.device))
+            with encoder_precision(self.precision, self.device):
+                tokens = self.encoder(mfcc, self.n_blocks)
+                out.append(F.layer_norm(tokens.float(), tokens.shape[-1:]).cpu())
         return torch.cat(out)
 
     def sequences(self, audios: list[np.ndarray]) -> list[torch.Tensor]:
