@@ -125,7 +125,8 @@ def add_strict_option(parser: argparse.ArgumentParser) -> None:
 def _short(fname: str, reason: str) -> str:
     """A reason without the leading '<path>: ' that repeats the file name."""
     head, sep, rest = str(reason).partition(": ")
-    return rest if sep and head.endswith(str(fname)) else str(reason)
+    named = head.endswith(str(fname)) or Path(head).stem == str(fname)  # FSD50K: 123 -> 123.wav
+    return rest if sep and named else str(reason)
 
 
 def report_skipped(stage: str, skipped, where: str, strict: bool = False,
