@@ -16,7 +16,7 @@ import json
 import numpy as np
 import pytest
 
-from bow.audio import n_chunks
+from bow.audio import n_chunks, read_audio
 from bow.corrupt import make_bad_corpus
 from bow.datasets import load_dataset
 from bow.store import read
@@ -49,6 +49,14 @@ def corpus(request, tmp_path_factory):
     return root / "data", expectations, root / "artifacts"
 
 
+@pytest.fixture(scope="module")
+def lengths(corpus) -> dict[str, int]:
+    """{fname: len(read_audio(path))} of the clips the corpus expects to be read."""
+    data, expectations, _ = corpus
+    return {c.fname: len(read_audio(c.path)) for c in load_dataset(data).clips
+            if expectations[c.fname].outcome == "ok"}
+
+
 def _common(corpus) -> list[str]:
     data, _, artifacts = corpus
     return ["--data", str(data), "--artifacts", str(artifacts), "--device", "cpu"]
@@ -65,12 +73,12 @@ def _training_skips(data, expectations, splits=("train",)) -> set[str]:
     return {f for f in _skips(expectations) if f in in_train} | {f for f, _ in ds.invalid}
 
 
-def check_store(path, expectations) -> None:
-    """Every ok case embedded with its chunk rows, every skip case in /skipped with its reason,
-    nothing else, and no partial rows."""
+def check_store(path, expectations, lengths) -> None:
+    """Every ok case embedded with the chunk rows of bow.audio.chunk(read_audio(path)), every
+    skip case in /skipped with its reason, nothing else, and no partial rows."""
     s = read(path)
     ok = {f: e for f, e in expectations.items() if e.outcome == "ok"}
-    assert sorted(s.fname) == sorted(ok), "ok cases and stored clips differ"
+    assert sorted(s.fname) == sorted(ok) == sorted(lengths), "ok cases and stored clips differ"
     skipped = dict(s.skipped)
     assert sorted(skipped) == sorted(_skips(expectations)), "skip cases and /skipped differ"
     for fname, reason in _skips(expectations).items():
@@ -79,13 +87,13 @@ def check_store(path, expectations) -> None:
     assert s.offsets[-1] == len(s.chunks) and np.isfinite(s.chunks).all()
     assert np.isfinite(s.clips).all() and len(s.clips) == len(s)
     for i, fname in enumerate(s.fname):
-        assert np.diff(s.offsets)[i] == n_chunks(ok[fname].samples), fname
+        assert np.diff(s.offsets)[i] == n_chunks(lengths[fname]), fname
     if s.attrs["kind"] == "bow":
         assert (s.chunks.sum(1) == 143).all()          # whole histograms only
     if s.frames is not None:
         assert s.frame_offsets[-1] == len(s.frames) == len(s.timestamps)
         for i, fname in enumerate(s.fname):            # every clip's frames, 10 ms apart
-            assert np.diff(s.frame_offsets)[i] == ok[fname].samples // 160, fname
+            assert np.diff(s.frame_offsets)[i] == lengths[fname] // 160, fname
 
 
 def check_summary(out: str, expectations, where: str) -> None:
@@ -126,7 +134,7 @@ def test_training_stages_skip_and_report_bad_training_clips(corpus, capsys):
     assert f"fit_codebooks: {len(want)} input(s) skipped" in out
 
 
-def test_embed_store_and_summary(corpus, capsys):
+def test_embed_store_and_summary(corpus, lengths, capsys):
     data, expectations, artifacts = corpus
     path = artifacts / "stores" / "bow.h5"
     if not (artifacts / "codebooks" / "fingerprint.json").is_file():  # run alone
@@ -137,7 +145,7 @@ def test_embed_store_and_summary(corpus, capsys):
         == STRICT_EXIT
     captured = capsys.readouterr()
     assert "--strict" in captured.err and "Traceback" not in captured.err
-    check_store(path, expectations)          # --strict still writes the whole store
+    check_store(path, expectations, lengths)  # --strict still writes the whole store
     check_summary(captured.out, expectations, str(path))
     assert _exit_code(embed.main, _common(corpus) + ["--shard-size", "8"]) == 0
     out = capsys.readouterr().out
@@ -146,12 +154,12 @@ def test_embed_store_and_summary(corpus, capsys):
     assert not list(path.parent.glob(".bow.h5.shards-*"))  # no leftovers
 
 
-def test_embed_kwmlp_store(corpus, kwmlp_dir, capsys):
+def test_embed_kwmlp_store(corpus, lengths, kwmlp_dir, capsys):
     data, expectations, artifacts = corpus
     argv = _common(corpus) + ["--checkpoint", str(kwmlp_dir / "kwmlp.pth"), "--shard-size", "16"]
     assert _exit_code(embed_kwmlp.main, argv + ["--strict"]) == STRICT_EXIT
     path = artifacts / "stores" / "kwmlp.h5"
-    check_store(path, expectations)
+    check_store(path, expectations, lengths)
     check_summary(capsys.readouterr().out, expectations, str(path))
     assert _exit_code(embed_kwmlp.main, argv) == 0
 
