@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import h5py
+import numpy as np
 import torch
 
 from bow.audio import AudioError, read_audio
@@ -36,6 +37,8 @@ from bow.corpus import clips_fingerprint
 from bow.datasets import Clip, load_dataset
 from bow.kwmlp import load_checkpoint
 from bow.kwmlp_embed import KWMLPEmbedder
+from bow.precision import PRECISIONS, check_precision
+from bow.readahead import default_threads, read_ahead
 from bow.runtime import resolve_device
 from bow.scene import ALGORITHMS
 from bow.sharded import embed_to_store, remove_leftovers
@@ -43,6 +46,9 @@ from bow.stage import file_digest, locked, stage_fingerprint
 from bow.store import ClipFeatures, lock_dir, multi_hot, read_skipped
 from pipelines.cli import (add_config_args, add_strict_option, clean_errors, common_parser,
                            config_from_args, report_skipped)
+
+
+CPU_BATCH_CHUNKS, GPU_BATCH_CHUNKS = 32, 512
 
 
 @dataclass(frozen=True)
@@ -55,13 +61,19 @@ class EmbedKWMLPConfig:
     blocks: int | None = field(default=None, metadata={
         "help": "embed after this many blocks (paper's ablation: 4, 8 or 12); default: all"})
     batch_clips: int = field(default=32, metadata={"help": "clips embedded together"})
-    batch_chunks: int = field(default=256, metadata={"help": "1 s chunks per encoder call"})
+    batch_chunks: int | None = field(default=None, metadata={
+        "help": "1 s chunks per encoder call; default: 32 on the CPU (measured fastest: the "
+                "activations stay in cache), 512 on CUDA"})
     shard_size: int = field(default=256, metadata={"help": "clips per store shard"})
+    precision: str = field(default="fp32", metadata={
+        "help": "encoder arithmetic: fp32, or on CUDA tf32 / bf16 (see bow.precision)"})
 
     def __post_init__(self):
         if self.scene_algorithm not in ALGORITHMS:
             raise ValueError(f"scene_algorithm must be one of {ALGORITHMS}, "
                              f"got {self.scene_algorithm!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
 
 
 def store_path(artifacts: Path) -> Path:
@@ -89,39 +101,58 @@ def store_fingerprint(path: Path) -> str | None:
 @dataclass
 class ShardEmbedder:
     """list[Clip] -> ([ClipFeatures], [(fname, reason)]); loads the model on first use, so it
-    can be sent to worker processes."""
+    can be sent to worker processes. Clips are read ahead by ``decode_threads`` threads
+    (bow.readahead; default 1 on the CPU, more for a GPU) while the encoder computes, and
+    embedded ``batch_clips`` at a time (their chunks pooled in batches of ``batch_chunks``)."""
     checkpoint: Path
     config: EmbedKWMLPConfig
     vocabulary: list[str]
     device: str = "cpu"
+    decode_threads: int | None = None
     _embedder: KWMLPEmbedder | None = field(default=None, repr=False)
+
+    def __post_init__(self):
+        check_precision(self.config.precision, self.device)
 
     def __getstate__(self):
         return {**self.__dict__, "_embedder": None}
+
+    def batch_chunks(self) -> int:
+        if self.config.batch_chunks:
+            return self.config.batch_chunks
+        return CPU_BATCH_CHUNKS if torch.device(self.device).type == "cpu" else GPU_BATCH_CHUNKS
 
     def embedder(self) -> KWMLPEmbedder:
         if self._embedder is None:
             self._embedder = KWMLPEmbedder(
                 load_checkpoint(self.checkpoint), self.config.blocks,
-                self.config.scene_algorithm, self.config.batch_chunks, self.device)
+                self.config.scene_algorithm, self.batch_chunks(), self.device,
+                self.config.precision)
         return self._embedder
 
+    def _embed(self, batch: list[tuple[Clip, np.ndarray]]) -> list[ClipFeatures]:
+        embedder = self.embedder()
+        return [ClipFeatures(fname=clip.fname, split=clip.split,
+                             labels=multi_hot(clip.labels, self.vocabulary),
+                             chunks=embedder.chunk_vectors(emb.frames, emb.timestamps, len(audio)),
+                             clip=emb.scene, frames=emb.frames, timestamps=emb.timestamps)
+                for (clip, audio), emb in zip(batch, embedder.embed([a for _, a in batch]))]
+
     def __call__(self, clips: list[Clip]):
-        read, skipped = [], []
-        for clip in clips:
-            try:
-                read.append((clip, read_audio(clip.path)))
-            except AudioError as e:
-                skipped.append((clip.fname, str(e)))
-        items, embedder, step = [], self.embedder(), self.config.batch_clips
-        for i in range(0, len(read), step):
-            batch = read[i:i + step]
-            for (clip, audio), emb in zip(batch, embedder.embed([a for _, a in batch])):
-                items.append(ClipFeatures(
-                    fname=clip.fname, split=clip.split,
-                    labels=multi_hot(clip.labels, self.vocabulary),
-                    chunks=embedder.chunk_vectors(emb.frames, emb.timestamps, len(audio)),
-                    clip=emb.scene, frames=emb.frames, timestamps=emb.timestamps))
+        items, skipped, batch = [], [], []
+        threads = self.decode_threads
+        if threads is None:
+            threads = default_threads(torch.device(self.device).type)
+        for clip, audio in read_ahead(clips, read_audio, threads):
+            if isinstance(audio, AudioError):
+                skipped.append((clip.fname, str(audio)))
+                continue
+            batch.append((clip, audio))
+            if len(batch) == self.config.batch_clips:
+                items += self._embed(batch)
+                batch = []
+        if batch:
+            items += self._embed(batch)
         return items, skipped
 
 
