@@ -54,15 +54,14 @@ def probe_accuracy(x_train, y_train, x_test, y_test) -> float:
     return float((model.fit(x_train, y_train).predict(x_test) == y_test).mean())
 
 
-def evaluate(encoders, logmel, offsets, is_train_chunk, labels, folds, n_codes, seed):
-    """Codebooks on the training chunks' codes -> clip vectors -> probe accuracies."""
+def scores_for(codes, n_chunks, is_train_chunk, offsets, labels, folds, n_codes, seed):
+    """Codebooks (k-means ``seed``) on the training chunks' codes -> probe accuracies."""
     ids = {}
-    for family in FAMILIES:
-        codes = family_codes(encoders[family], logmel, family).numpy()
-        per_chunk = codes.reshape(logmel.shape[0], COUNTS[family], -1)
+    for family, c in codes.items():
+        per_chunk = c.reshape(n_chunks, COUNTS[family], -1)
         book = Codebook(n_codes, seed=seed, gpu=False).fit(
-            per_chunk[is_train_chunk].reshape(-1, codes.shape[1]))
-        ids[family] = book.assign(codes).reshape(logmel.shape[0], COUNTS[family])
+            per_chunk[is_train_chunk].reshape(-1, c.shape[1]))
+        ids[family] = book.assign(c).reshape(n_chunks, COUNTS[family])
     counts = histograms(ids, n_codes)
     clips = np.stack([clip_vector(counts[a:b]) for a, b in zip(offsets[:-1], offsets[1:])])
     clips = normalise(clips, "sqrt")
@@ -79,6 +78,16 @@ def evaluate(encoders, logmel, offsets, is_train_chunk, labels, folds, n_codes, 
     return scores
 
 
+def evaluate(encoders, logmel, offsets, is_train_chunk, labels, folds, n_codes, seeds):
+    """Scores averaged over k-means seeds (codes computed once); ``*_sd`` their spread."""
+    codes = {f: family_codes(encoders[f], logmel, f).numpy() for f in FAMILIES}
+    runs = [scores_for(codes, logmel.shape[0], is_train_chunk, offsets, labels, folds,
+                       n_codes, seed) for seed in seeds]
+    out = {k: float(np.mean([r[k] for r in runs])) for k in runs[0]}
+    out.update({f"{k}_sd": float(np.std([r[k] for r in runs])) for k in ("fold5_all", "cv5_all")})
+    return out
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--data", type=Path, default=SHARED / "data" / "esc10")
@@ -88,6 +97,7 @@ def main(argv=None) -> None:
     p.add_argument("--hidden", type=int, default=2048)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--n-codes", type=int, default=256)
+    p.add_argument("--codebook-seeds", default="0", help="k-means seeds to average over")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
@@ -124,7 +134,7 @@ def main(argv=None) -> None:
                                        **common).fit(fit_lm, val_lm) for f in FAMILIES}
             train_s = time.perf_counter() - t0
             scores = evaluate(encoders, logmel, offsets, is_train_chunk, labels, folds,
-                              args.n_codes, args.seed)
+                              args.n_codes, [int(v) for v in args.codebook_seeds.split(",")])
             row = {"encoder": "random" if steps == 0 else "trained", "steps": steps,
                    "crops": steps * args.batch_size,
                    **{f"best_epoch_{f}": e.best_epoch_ for f, e in encoders.items()},
@@ -136,7 +146,7 @@ def main(argv=None) -> None:
             rows.append(row)
             print(json.dumps(row), flush=True)
             print(f"[{time.perf_counter() - start:.0f} s]", file=sys.stderr, flush=True)
-    keys = ["encoder", "steps", "fold5_all", "cv5_all"] + [f"cv5_{f}" for f in FAMILIES] + \
+    keys = ["encoder", "steps", "fold5_all", "fold5_all_sd", "cv5_all", "cv5_all_sd"] + [f"cv5_{f}" for f in FAMILIES] + \
            [f"val_mse_{f}" for f in FAMILIES] + ["train_seconds"]
     print()
     table = [[str(r[k]) for k in keys] for r in rows]
