@@ -5,8 +5,9 @@ budgets (``PRESETS``): autoencoders with 512 hidden units trained 2 epochs of 10
 codebooks of D = 64 with 25 k-means iterations and one restart, KW-MLP pretraining of 30 epochs
 (batch 64, 3 warm-up epochs), heads at most 60 epochs; and it adds two small sweeps
 (``SWEEPS``). ``auto`` (the command line's default) is ``quick`` on the built-in dataset and
-``paper`` on data given with --data. Measured (README.md): the quick run of the built-in dataset
-takes 2-3 minutes on a busy 2-core machine, the one of fsd50k_mini about 4. Quick scores are a
+``paper`` on data given with --data. Measured on the shared 2-core development machine (load
+average 4-7 from other work): the quick run of the built-in dataset took 2.0-3.7 minutes, the
+one of fsd50k_mini 4.3-4.7 minutes, a second run about 10 s. Quick scores are a
 demonstration, not the papers' numbers: e.g. 200 autoencoder steps make codes that score below
 the random-encoder control (300 steps did not change that on the built-in data: bow mAP 0.578
 against 0.561, random 0.628, for 1.5 times the training time).
