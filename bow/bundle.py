@@ -137,6 +137,17 @@ def read_config(path: str | Path) -> dict:
     return config
 
 
+def _check_types(path: Path, what: str, given: dict, defaults: dict) -> None:
+    """Each parameter must have its default's type (an int may stand for a float)."""
+    for key, default in defaults.items():
+        value = given[key]
+        kind = (int, float) if isinstance(default, float) else type(default)
+        if default is not None and (not isinstance(value, kind) or
+                                    (isinstance(value, bool) and not isinstance(default, bool))):
+            raise BundleError(f"{path}: {what} parameter {key} = {value!r} is not a "
+                              f"{type(default).__name__}")
+
+
 def _check_config(path: Path, config: dict) -> None:
     if config.get("families") != list(FAMILIES):
         raise BundleError(f"{path}: families {config.get('families')} differ from "
@@ -147,15 +158,18 @@ def _check_config(path: Path, config: dict) -> None:
     n_codes = config.get("n_codes")
     if not isinstance(n_codes, int) or n_codes < 1:
         raise BundleError(f"{path}: n_codes {n_codes!r} is not a positive integer")
-    ae_keys, cb_keys = set(Autoencoder(FAMILIES[0]).get_params()), set(Codebook().get_params())
+    cb_defaults = Codebook().get_params()
     for f in FAMILIES:
         ae = config.get("autoencoders", {}).get(f)
         cb = config.get("codebooks", {}).get(f)
         if not isinstance(ae, dict) or not isinstance(cb, dict):
             raise BundleError(f"{path}: the config has no autoencoder or codebook for {f}")
-        if set(ae) != ae_keys or set(cb) != cb_keys:
+        ae_defaults = Autoencoder(f).get_params()
+        if set(ae) != set(ae_defaults) or set(cb) != set(cb_defaults):
             raise BundleError(f"{path}: the {f} parameters {sorted(ae)} / {sorted(cb)} are not "
                               f"those of this code's Autoencoder / Codebook")
+        _check_types(path, f"the {f} autoencoder", ae, ae_defaults)
+        _check_types(path, f"the {f} codebook", cb, cb_defaults)
         if ae.get("family") != f:
             raise BundleError(f"{path}: the {f} autoencoder is configured for family "
                               f"{ae.get('family')!r}")
@@ -199,7 +213,8 @@ class Bundle:
     def _codebook(self, family: str) -> Codebook:
         cb = Codebook(**self.config["codebooks"][family])
         cb.centroids_ = self.arrays[f"{family}.centroids"]
-        cb.objective_ = self.config["stats"][family]["kmeans_objective"]
+        stats = (self.config.get("stats") or {}).get(family) or {}  # informational only
+        cb.objective_ = stats.get("kmeans_objective", float("nan"))
         return cb
 
     def bag(self, device: str | torch.device = "cpu") -> BagOfWords:

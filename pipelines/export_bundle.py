@@ -13,6 +13,8 @@ with the same fingerprint (same autoencoders, codebooks and options).
 """
 from __future__ import annotations
 
+import contextlib
+
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +23,7 @@ from bow import bundle
 from bow.bagofwords import NORMALISATIONS, BagOfWords
 from bow.stage import locked, read_fingerprint, stage_fingerprint
 from pipelines import fit_codebooks, train_autoencoders
-from pipelines.cli import add_config_args, common_parser, config_from_args
+from pipelines.cli import add_config_args, clean_errors, common_parser, config_from_args
 
 
 @dataclass(frozen=True)
@@ -52,14 +54,17 @@ def run(data: Path | None, artifacts: Path, config: ExportBundleConfig = ExportB
     """Write the bundle (``data``, ``device`` and ``progress`` are not used); return its path."""
     ae_dir = train_autoencoders.output_dir(artifacts, config.encoder)
     cb_dir = fit_codebooks.output_dir(artifacts, config.encoder)
-    inputs = {"autoencoders": read_fingerprint(ae_dir), "codebooks": read_fingerprint(cb_dir)}
-    for name, d in (("train_autoencoders", ae_dir), ("fit_codebooks", cb_dir)):
-        if read_fingerprint(d) is None:
-            raise SystemExit(f"{d}: not finished; run python -m pipelines.{name} "
-                             f"--encoder {config.encoder} first")
-    fingerprint = stage_fingerprint(config, inputs)
     out = bundle_path(artifacts, config.encoder)
-    with locked(out.parent, "export_bundle"):
+    with contextlib.ExitStack() as locks:
+        for name, d in (("train_autoencoders", ae_dir), ("fit_codebooks", cb_dir)):
+            if d.is_dir():  # shared: a retraining stage cannot change them while we read
+                locks.enter_context(locked(d, "export_bundle", shared=True))
+            if read_fingerprint(d) is None:
+                raise SystemExit(f"{d}: not finished; run python -m pipelines.{name} "
+                                 f"--encoder {config.encoder} first")
+        inputs = {"autoencoders": read_fingerprint(ae_dir), "codebooks": read_fingerprint(cb_dir)}
+        fingerprint = stage_fingerprint(config, inputs)
+        locks.enter_context(locked(out.parent, "export_bundle"))
         if bundle.read_fingerprint(out) == fingerprint:
             return out
         meta = {"fingerprint": fingerprint, "upstream": inputs, "export_bundle": config,
@@ -80,11 +85,12 @@ def main(argv=None) -> None:
     except ValueError as e:
         parser.error(str(e))
     path = bundle_path(args.artifacts, cfg.encoder)
-    before = bundle.read_fingerprint(path)
-    run(args.data, args.artifacts, cfg, device=args.device)
-    if before is not None and bundle.read_fingerprint(path) == before:
-        print(f"{path}: up to date (same artifacts and options), skipped")
-    b = bundle.read(path)
+    with clean_errors("export_bundle"):
+        before = bundle.read_fingerprint(path)
+        run(args.data, args.artifacts, cfg, device=args.device)
+        if before is not None and bundle.read_fingerprint(path) == before:
+            print(f"{path}: up to date (same artifacts and options), skipped")
+        b = bundle.read(path)
     n_params = sum(a.size for a in b.arrays.values())
     print(f"{path}: {path.stat().st_size / 1e6:.1f} MB, D = {b.n_codes}, {n_params:,} numbers, "
           f"embeddings of {4 * b.n_codes} counts, normalise {b.normalise}")

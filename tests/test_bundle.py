@@ -223,3 +223,15 @@ def test_help_lists_the_options(capsys):
     assert exit_.value.code == 0
     out = capsys.readouterr().out
     assert "--encoder" in out and "--normalise" in out and "(default: none)" in out
+
+
+def test_wrong_parameter_types_and_missing_statistics(tiny, tmp_path):
+    autoencoders = json.loads(str(tiny[1]["config"]))["autoencoders"]
+    autoencoders["patch"]["dropout"] = "x"
+    path = _rewrite(tmp_path / "bad.npz", tiny[1], {"cfg_autoencoders": autoencoders})
+    with pytest.raises(bundle.BundleError, match="patch autoencoder parameter dropout = 'x'"):
+        hear_bow.load_model(str(path))
+    # the k-means statistics are informational: a bundle without them still embeds
+    path = _rewrite(tmp_path / "nostats.npz", tiny[1], {"cfg_stats": None})
+    audio = torch.zeros(1, 16_000)
+    assert hear_bow.get_scene_embeddings(audio, hear_bow.load_model(str(path))).shape[0] == 1
