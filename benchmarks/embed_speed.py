@@ -22,7 +22,9 @@ FLOPs per audio-second from its layer sizes:
   rounds it up to whole seconds (a 5.001 s ESC-10 clip is 6 chunks), and those chunks count
   against the throughput: ``chunks_per_s`` and ``chunks_of_floor`` give the encoder's own rate.
 ``of_floor`` = throughput / floor compares across machines and loads; the machine's load
-average (os.getloadavg) before and after each run is printed with it.
+average (os.getloadavg) before and after each run is printed with it. ``peak_rss_main_mib`` is
+the peak memory of the stage's own process (not of its ``--jobs`` workers: see
+benchmarks.embed_memory).
 
 The bag-of-words model is built here with the stages' random encoders (``--encoder random``)
 at the paper's sizes (h = 2048, F = 10, D = 256): encoders of the same shapes cost the same
@@ -227,7 +229,7 @@ def measure(model: str, data: Path, artifacts: Path, runs: list[str], flops: flo
                      "chunks_of_floor": chunks / result["seconds"] / floor,
                      "fsd50k_pass_h": FSD50K_SECONDS / rate / 3600,
                      "load_before": load_before, "load_after": os.getloadavg()[0],
-                     "peak_rss_mib": result["peak_rss_mib"], **machine()})
+                     "peak_rss_main_mib": result["peak_rss_mib"], **machine()})
     return rows
 
 
