@@ -31,13 +31,17 @@ import torch
 PRECISIONS = ("fp32", "tf32", "bf16")
 
 
+class PrecisionError(ValueError):
+    """An unknown precision, or a reduced one asked for where there is no CUDA device."""
+
+
 def check_precision(precision: str, device: str | torch.device) -> None:
-    """Raise ValueError for an unknown precision, or a reduced one on a non-CUDA device."""
+    """Raise PrecisionError for an unknown precision, or a reduced one on a non-CUDA device."""
     if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        raise PrecisionError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     if precision != "fp32" and torch.device(device).type != "cuda":
-        raise ValueError(f"precision {precision} needs a CUDA device (got {device}); "
-                         "use fp32 on the CPU")
+        raise PrecisionError(f"precision {precision} needs a CUDA device (got {device}); "
+                             "use fp32 on the CPU")
 
 
 @contextlib.contextmanager
