@@ -69,7 +69,8 @@ def add_config_args(parser: argparse.ArgumentParser, cls) -> None:
     for f, tp in _fields(cls):
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
         shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
-        group.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, default=None,
+        group.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name,
+                           default=argparse.SUPPRESS,
                            metavar=f.name.upper(), type=str,
                            help=f"{f.metadata.get('help', '')} (default: {shown})")
 
