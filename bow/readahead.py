@@ -2,23 +2,29 @@
 
 ``read_ahead(clips, read, threads)`` yields ``(clip, result)`` in the clips' order, where
 ``result`` is what ``read(clip.path)`` returned or the ``AudioError`` it raised (any other
-exception propagates). Up to ``ahead`` clips are read ahead by ``threads`` threads: libsndfile
-decoding and torch resampling release the GIL, so on a CPU decoding overlaps the encoders' matmuls,
-and on a GPU several threads keep it fed (decoding 44.1 kHz WAV and resampling it to 16 kHz took
-1.2 ms per audio-second on one core of the development machine; FLAC at 16 kHz 0.35 ms).
-``threads=0`` reads in the calling thread. Memory: at most ``ahead`` decoded clips wait.
+exception propagates). A dispatcher thread keeps ``threads`` reader threads busy for as long as
+the decoded results waiting to be consumed hold less than ``budget`` bytes, so reading goes on
+while the consumer computes a whole batch (a batch of 32 clips consumed at once must not find
+only 2 clips read), and memory stays bounded whatever the clips' lengths (the budget can be
+passed by the reads in flight, at most ``2 threads`` results). libsndfile decoding and torch
+resampling release the GIL, so on a CPU decoding overlaps the encoders' matmuls, and on a GPU
+several threads keep it fed (decoding 44.1 kHz WAV and resampling it to 16 kHz took 1.2 ms per
+audio-second on one core of the development machine; FLAC at 16 kHz 0.35 ms).
+``threads=0`` reads in the calling thread.
 """
 from __future__ import annotations
 
 import os
-from collections import deque
+import queue
+import threading
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TypeVar
 
 from bow.audio import AudioError
 
 R = TypeVar("R")
+BUDGET = 64 << 20   # bytes of decoded audio waiting to be consumed (~1,000 s at 16 kHz)
 
 
 def default_threads(device_type: str) -> int:
@@ -33,30 +39,62 @@ def _attempt(read: Callable[..., R], path) -> R | AudioError:
         return e
 
 
+def _size(future: Future) -> int:
+    if future.cancelled() or future.exception() is not None:
+        return 0
+    return int(getattr(future.result(), "nbytes", 0))
+
+
 def read_ahead(clips: Iterable, read: Callable[..., R], threads: int = 1,
-               ahead: int | None = None) -> Iterator[tuple[object, R | AudioError]]:
+               budget: int = BUDGET) -> Iterator[tuple[object, R | AudioError]]:
     """Yield (clip, read(clip.path) or its AudioError) in order, reading ahead in threads."""
-    clips = iter(clips)
     if threads <= 0:
         for clip in clips:
             yield clip, _attempt(read, clip.path)
         return
-    ahead = ahead or 2 * threads
-    with ThreadPoolExecutor(threads, thread_name_prefix="read-ahead") as pool:
-        pending: deque = deque()
+    ordered: queue.Queue = queue.Queue()          # (clip, future) in order, then None
+    cond = threading.Condition()
+    state = {"running": 0, "held": 0, "stop": False}
 
-        def submit(n: int) -> None:
-            for clip in clips:
-                pending.append((clip, pool.submit(_attempt, read, clip.path)))
-                if len(pending) >= n:
-                    break
+    def finished(future: Future) -> None:
+        with cond:
+            state["running"] -= 1
+            state["held"] += _size(future)
+            cond.notify_all()
 
-        submit(ahead)
+    def dispatch() -> None:
         try:
-            while pending:
-                clip, future = pending.popleft()
-                submit(ahead)
-                yield clip, future.result()
+            for clip in clips:
+                with cond:
+                    cond.wait_for(lambda: state["stop"] or (
+                        state["running"] < 2 * threads and state["held"] < budget))
+                    if state["stop"]:
+                        return
+                    state["running"] += 1
+                future = pool.submit(_attempt, read, clip.path)
+                future.add_done_callback(finished)
+                ordered.put((clip, future))
+        except BaseException as e:  # e.g. an item without .path: raised to the consumer
+            state["error"] = e
         finally:
-            for _, future in pending:  # the consumer stopped early: drop what was not started
-                future.cancel()
+            ordered.put(None)
+
+    pool = ThreadPoolExecutor(threads, thread_name_prefix="read-ahead")
+    dispatcher = threading.Thread(target=dispatch, name="read-ahead-dispatch", daemon=True)
+    dispatcher.start()
+    try:
+        while (item := ordered.get()) is not None:
+            clip, future = item
+            result = future.result()
+            with cond:
+                state["held"] -= _size(future)
+                cond.notify_all()
+            yield clip, result
+        if "error" in state:
+            raise state["error"]
+    finally:   # done, or the consumer stopped early: stop reading, drop what was not started
+        with cond:
+            state["stop"] = True
+            cond.notify_all()
+        dispatcher.join()
+        pool.shutdown(wait=True, cancel_futures=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 
 import h5py
 import numpy as np
@@ -46,8 +47,8 @@ def test_read_ahead_keeps_order_and_returns_audio_errors(tmp_path):
         else:
             sf.write(path, sine(200 + 100 * i, 0.1 + 0.05 * i), 16000)
         items.append(Item(path))
-    for threads in (0, 1, 3):
-        out = list(read_ahead(items, read_audio, threads, ahead=2))
+    for threads, budget in ((0, 0), (1, 1), (3, 1 << 20)):
+        out = list(read_ahead(items, read_audio, threads, budget))
         assert [c for c, _ in out] == items
         assert isinstance(out[3][1], AudioError) and "3.wav" in str(out[3][1])
         for i, (_, audio) in enumerate(out):
@@ -56,6 +57,23 @@ def test_read_ahead_keeps_order_and_returns_audio_errors(tmp_path):
     stream = read_ahead(items, read_audio, 2)   # a consumer may stop early
     next(stream)
     stream.close()
+
+
+def test_read_ahead_holds_at_most_its_budget():
+    class Item:
+        def __init__(self, i):
+            self.path = i
+    calls = []
+
+    def read(i):
+        calls.append(i)
+        return np.zeros(1000, np.float32)      # 4,000 bytes
+
+    stream = read_ahead([Item(i) for i in range(100)], read, threads=2, budget=10_000)
+    next(stream)
+    time.sleep(0.3)                             # a slow consumer: reading stops at the budget
+    assert 3 <= len(calls) <= 1 + 3 + 2 * 2     # the consumed one, ~budget, reads in flight
+    assert len(list(stream)) == 99 and sorted(calls) == list(range(100))
 
 
 def test_precision_options_are_checked():
