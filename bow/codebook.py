@@ -2,9 +2,9 @@
 
 ``Codebook(n_codes=256).fit(codes)`` runs ``faiss.Kmeans`` (at most ``niter`` Lloyd iterations
 from a k-means++ or random initialisation; FAISS stops early once the assignment no longer
-changes) ``nredo`` times with seeds seed, seed + 1, ... and keeps the run with the lowest
-objective over all points. It runs on the GPU when faiss sees one (``gpu="auto"``) and on the
-CPU otherwise.
+changes) ``nredo`` times, with seeds drawn from ``seed`` (``restart_seeds``: seed 0 and seed 1
+give unrelated restarts, not overlapping ones), and keeps the run with the lowest objective
+over all points. It runs on the GPU when faiss sees one (``gpu="auto"``), else on the CPU.
 
 Defaults (the paper gives none): k-means++ initialisation, 100 iterations, 3 restarts. FAISS's
 own defaults (random initialisation, 25 iterations, 1 run) ended 2-6% above scikit-learn's
@@ -50,6 +50,11 @@ INITS = ("kmeans++", "random")
 
 class CodebookError(ValueError):
     """Codes that cannot make a codebook, or a codebook file that cannot be read."""
+
+
+def restart_seeds(seed: int, n: int) -> list[int]:
+    """``n`` FAISS seeds (31-bit) drawn from ``seed`` with numpy's SeedSequence."""
+    return [int(s) >> 1 for s in np.random.SeedSequence(seed).generate_state(n)]
 
 
 def faiss_gpus() -> int:
@@ -103,8 +108,8 @@ class Codebook:
             raise CodebookError(f"{int((~np.isfinite(x)).sum())} non-finite values in the codes")
         use_gpu = self._use_gpu()
         self.iterations_, restarts, best = [], [], None
-        for r in range(self.nredo):  # our own restarts, so each one's statistics are kept
-            km = faiss.Kmeans(d, self.n_codes, niter=self.niter, nredo=1, seed=self.seed + r,
+        for r, seed in enumerate(restart_seeds(self.seed, self.nredo)):  # our own restarts,
+            km = faiss.Kmeans(d, self.n_codes, niter=self.niter, nredo=1, seed=seed,  # stats kept
                               max_points_per_centroid=self.max_points_per_centroid,
                               min_points_per_centroid=1, gpu=use_gpu, verbose=False,
                               **self._init_method())
@@ -128,6 +133,7 @@ class Codebook:
             "device": "gpu" if use_gpu else "cpu",
             "objective": self.objective_, "mean_squared_distance": self.objective_ / n,
             "restart_objectives": restarts, "best_restart": r,
+            "restart_seeds": restart_seeds(self.seed, self.nredo),
             "sizes": sizes.tolist(), "empty": int((sizes == 0).sum()),
             "min_size": int(sizes.min()), "max_size": int(sizes.max()),
             "imbalance": float(self.n_codes * (sizes.astype(np.float64) ** 2).sum() / n ** 2),
