@@ -19,8 +19,9 @@ histograms, clip vector = mean of the chunk counts, sqrt, and the linear probe o
   (never the labels); less noisy, and it treats the control and trained encoders alike.
 Per-family scores use that family's D counts alone. Prints one JSON line per encoder and
 budget, then a summary table. ``--threads`` is 1 by default: on a shared 2-core machine one
-thread ran 3-4x faster per step than two. The defaults took 1,225 s there; the results are in
-the docstring of pipelines.train_autoencoders.TrainAutoencodersConfig.
+thread ran 3-4x faster per step than two. With ``--codebook-seeds 0,1,2`` it took 1,346 s
+(1,134 s of CPU) there; the results are in the docstring of
+pipelines.train_autoencoders.TrainAutoencodersConfig.
 """
 from __future__ import annotations
 
