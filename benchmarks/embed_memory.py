@@ -12,6 +12,9 @@ stages: most of it is torch's libraries), the peak minus that baseline, and the 
 peak to the smallest size's (the target: at most 1.2). The stage keeps at most one shard of
 results (``shard_size`` clips), one encoder batch and a few clips read ahead in memory, and the
 merge copies one shard at a time; worker processes (``--jobs N``) each hold the same.
+
+Measured 2026-11-21 (FSD digits, 100 / 1,000 clips): bag of words (paper sizes) peak 1,309 /
+1,302 MiB (ratio 0.995; 869 MiB before the run, mostly torch); KW-MLP 949 / 995 MiB (1.048).
 """
 from __future__ import annotations
 

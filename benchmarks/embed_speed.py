@@ -30,6 +30,14 @@ The bag-of-words model is built here with the stages' random encoders (``--encod
 at the paper's sizes (h = 2048, F = 10, D = 256): encoders of the same shapes cost the same
 trained or not. ``--artifacts DIR --encoder trained`` times a trained model instead.
 Projection: ``fsd50k_pass_h`` = 390,000 audio-seconds (FSD50K) / throughput, in hours.
+
+Measured 2026-11-21 on the shared development machine (2 vCPUs, AMD EPYC, AVX2; other users'
+load 2.6-4.6; 2-thread matmul floor 88-94 GFLOP/s, no faster than 1 thread), 400 ESC-10 clips
+(bag of words) and 1,600 (KW-MLP, ESC-10 repeated):
+  bag of words  1x1 59.3 audio-s/s (0.87 of the floor), 2x1 48.9 (0.74), 1x2 45.0 (0.63);
+  KW-MLP        1x1 331 audio-s/s (0.33; 0.40 counting the padded chunks), 2x1 299 (0.28).
+Torch with 2 threads on this shared machine is erratic (KW-MLP 1x2: 27 audio-s/s): use
+``--jobs N --threads 1``.
 """
 from __future__ import annotations
 

@@ -3,9 +3,9 @@
     python -m benchmarks.kmeans [--data ../shared/data/esc10] [--codes 120000] [--d 256]
                                 [--families patch,spectral_envelope] [--threads 1]
 
-Codes: the bottleneck codes of real clips (the first ``--clips`` of ``--data``) under the paper-sized
-random encoders of benchmarks.embed_speed (encoders of the same shapes give codes of the same
-size; trained ones only move them): ``--codes`` grid patches (8-d), and as many
+Codes: the bottleneck codes of real clips (the first ``--clips`` of ``--data``) under the
+paper-sized random encoders of benchmarks.embed_speed (encoders of the same shapes give codes of
+the same size; trained ones only move them): ``--codes`` grid patches (8-d), and as many
 spectral-envelope crops at random positions (96-d, ``bow.tokens.sample``, as in autoencoder
 training) for the wider family. On each family's codes, with D = ``--d`` centroids:
 * ``faiss_default``: ``Codebook(D)`` as fit_codebooks runs it: k-means++, at most 100
@@ -19,6 +19,11 @@ to their nearest centroid), and against scikit-learn the time ratio (sklearn s /
 the objective ratio (method / sklearn; below 1 is better). ``--threads`` OpenMP threads for
 both libraries (1 by default: on a shared 2-core machine, two spinning OpenMP threads ran
 slower than one).
+
+Measured (defaults, 1 thread, ESC-10 codes, 120,000 points, D = 256, 2026-11-21, shared 2-vCPU
+AMD EPYC, load 3-4): patches (8-d) FAISS default 2.9 s / all points 1.9 s / scikit-learn 7.0 s,
+objective ratios 1.014 / 1.002; spectral envelopes (96-d) 14.4 s / 9.2 s / 13.3 s, objective
+ratios 1.008 / 1.003.
 """
 from __future__ import annotations
 
