@@ -12,10 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import h5py
 import numpy as np
 
-from bow.store import StoreError, read
+from bow.store import read
 
 
 class FeatureSetError(ValueError):
@@ -122,11 +121,3 @@ def load_features(paths) -> FeatureSet:
         raise FeatureSetError(f"{', '.join(map(str, paths))}: no clip is in every store")
     return out
 
-
-def store_fingerprint(path: str | Path) -> str:
-    """The ``fingerprint`` attribute of a store (read without loading its arrays)."""
-    try:
-        with h5py.File(path, "r") as f:
-            return str(f.attrs["fingerprint"])
-    except (OSError, KeyError) as e:
-        raise StoreError(f"{path}: not a finished bow feature store ({e})") from e

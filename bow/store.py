@@ -242,6 +242,20 @@ def read_skipped(path: str | Path) -> list[tuple[str, str]]:
         raise StoreError(f"{path}: no readable /skipped table ({e})") from e
 
 
+def store_fingerprint(path: str | Path, required: bool = False) -> str | None:
+    """The fingerprint attribute of a finished store (its arrays are not read).
+
+    None when there is no finished store at ``path``, or StoreError if ``required``.
+    """
+    try:
+        with h5py.File(path, "r") as f:
+            return str(f.attrs["fingerprint"])
+    except (OSError, KeyError) as e:
+        if required:
+            raise StoreError(f"{path}: not a finished bow feature store ({e})") from e
+        return None
+
+
 def multi_hot(labels, vocabulary: list[str]) -> np.ndarray:
     """Label names -> (C,) uint8 multi-hot over ``vocabulary``."""
     index = {name: i for i, name in enumerate(vocabulary)}

@@ -100,6 +100,21 @@ def config_from_args(cls, args: argparse.Namespace):
     return cls(**typed)
 
 
+def add_parallel_options(parser: argparse.ArgumentParser) -> None:
+    """--jobs, --threads and --scheduler: where an embedding stage's shards run (bow.sharded)."""
+    parser.add_argument("--jobs", type=int, default=1, help="local worker processes")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads per worker")
+    parser.add_argument("--scheduler", default=None, help="Dask scheduler address "
+                        "(tcp://host:8786) or local:N for a local cluster of N workers")
+
+
+def apply_threads(args: argparse.Namespace) -> None:
+    """--threads for a run in this process (workers set their own, see bow.sharded)."""
+    if args.threads and args.jobs == 1 and not args.scheduler:
+        import torch
+        torch.set_num_threads(args.threads)
+
+
 def common_parser(description: str, data_required: bool = True,
                   data_help: str = "dataset folder: FSD50K release layout or audio/ + labels.csv"
                   ) -> argparse.ArgumentParser:
@@ -159,7 +174,8 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from bow.store import StoreError
     found = [AudioError, DatasetError, ArtifactError, LockedError, StoreError]
     for module, name in (("bow.codebook", "CodebookError"), ("bow.kwmlp", "CheckpointError"),
-                         ("bow.featureset", "FeatureSetError"), ("bow.bundle", "BundleError")):
+                         ("bow.featureset", "FeatureSetError"), ("bow.bundle", "BundleError"),
+                         ("bow.precision", "PrecisionError")):
         if module in sys.modules:  # only those the stage imported can be raised
             found.append(getattr(sys.modules[module], name))
     return tuple(found)

@@ -42,10 +42,11 @@ from bow.readahead import default_threads, read_ahead
 from bow.runtime import resolve_device
 from bow.sharded import embed_to_store, remove_leftovers
 from bow.stage import locked, read_fingerprint, read_json, stage_fingerprint
-from bow.store import ClipFeatures, lock_dir, multi_hot, read_skipped
+from bow.store import ClipFeatures, lock_dir, multi_hot, read_skipped, store_fingerprint
 from bow.tokens import FAMILIES
 from pipelines import fit_codebooks, train_autoencoders
-from pipelines.cli import (add_config_args, add_strict_option, clean_errors, common_parser,
+from pipelines.cli import (add_config_args, add_parallel_options, add_strict_option, apply_threads,
+                           clean_errors, common_parser,
                            config_from_args, report_skipped)
 
 
@@ -73,14 +74,6 @@ def store_path(artifacts: Path, encoder: str) -> Path:
     """The bag-of-words store for the ``encoder`` (trained | random) model."""
     return Path(artifacts) / "stores" / ("bow.h5" if encoder == "trained" else f"bow-{encoder}.h5")
 
-
-def store_fingerprint(path: Path) -> str | None:
-    """The fingerprint attribute of a finished store, or None."""
-    try:
-        with h5py.File(path, "r") as f:
-            return str(f.attrs["fingerprint"])
-    except (OSError, KeyError):
-        return None
 
 
 LOGMEL_BATCH = 16  # chunks per log-mel call on the CPU (see ShardEmbedder)
@@ -220,10 +213,7 @@ def _embed(data, ae_dir, cb_dir, out, config, device, progress, jobs, threads,
 
 def main(argv=None) -> None:
     parser = common_parser("Embed every clip with the bag-of-words model into an HDF5 store.")
-    parser.add_argument("--jobs", type=int, default=1, help="local worker processes")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads per worker")
-    parser.add_argument("--scheduler", default=None, help="Dask scheduler address "
-                        "(tcp://host:8786) or local:N for a local cluster of N workers")
+    add_parallel_options(parser)
     add_strict_option(parser)
     add_config_args(parser, EmbedConfig)
     args = parser.parse_args(argv)
@@ -231,8 +221,7 @@ def main(argv=None) -> None:
         cfg = config_from_args(EmbedConfig, args)
     except ValueError as e:
         parser.error(str(e))
-    if args.threads and args.jobs == 1 and not args.scheduler:
-        torch.set_num_threads(args.threads)
+    apply_threads(args)
     path = store_path(args.artifacts, cfg.encoder)
     with clean_errors("embed"):
         before = store_fingerprint(path)

@@ -43,8 +43,9 @@ from bow.runtime import resolve_device
 from bow.scene import ALGORITHMS
 from bow.sharded import embed_to_store, remove_leftovers
 from bow.stage import file_digest, locked, stage_fingerprint
-from bow.store import ClipFeatures, lock_dir, multi_hot, read_skipped
-from pipelines.cli import (add_config_args, add_strict_option, clean_errors, common_parser,
+from bow.store import ClipFeatures, lock_dir, multi_hot, read_skipped, store_fingerprint
+from pipelines.cli import (add_config_args, add_parallel_options, add_strict_option, apply_threads,
+                           clean_errors, common_parser,
                            config_from_args, report_skipped)
 
 
@@ -89,13 +90,6 @@ def checkpoint_path(artifacts: Path, config: EmbedKWMLPConfig) -> Path:
         raise SystemExit(f"{path}: no such checkpoint{hint}")
     return path
 
-
-def store_fingerprint(path: Path) -> str | None:
-    try:
-        with h5py.File(path, "r") as f:
-            return str(f.attrs["fingerprint"])
-    except (OSError, KeyError):
-        return None
 
 
 @dataclass
@@ -198,10 +192,7 @@ def _embed(data, ckpt, out, config, device, progress, jobs, threads, scheduler) 
 
 def main(argv=None) -> None:
     parser = common_parser("Embed every clip with KW-MLP into an HDF5 store.")
-    parser.add_argument("--jobs", type=int, default=1, help="local worker processes")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads per worker")
-    parser.add_argument("--scheduler", default=None,
-                        help="Dask scheduler address (tcp://host:8786) or local:N")
+    add_parallel_options(parser)
     add_strict_option(parser)
     add_config_args(parser, EmbedKWMLPConfig)
     args = parser.parse_args(argv)
@@ -209,8 +200,7 @@ def main(argv=None) -> None:
         cfg = config_from_args(EmbedKWMLPConfig, args)
     except ValueError as e:
         parser.error(str(e))
-    if args.threads and args.jobs == 1 and not args.scheduler:
-        torch.set_num_threads(args.threads)
+    apply_threads(args)
     path = store_path(args.artifacts)
     with clean_errors("embed_kwmlp"):
         before = store_fingerprint(path)

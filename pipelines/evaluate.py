@@ -25,11 +25,11 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from bow.evaluation import PROTOCOLS, evaluate
-from bow.featureset import FeatureSetError, load_features, store_fingerprint
+from bow.featureset import FeatureSetError, load_features
 from bow.heads import HeadConfig
 from bow.report import markdown_table, mean_std, write_report
 from bow.stage import clear_done, is_done, locked, mark_done, stage_fingerprint
-from bow.store import StoreError, lock_dir
+from bow.store import StoreError, lock_dir, store_fingerprint
 from pipelines.cli import add_config_args, clean_errors, common_parser, config_from_args
 
 STANDARD = ("bow", "bow-random", "kwmlp")  # report order; others follow alphabetically
@@ -91,7 +91,7 @@ def run(data: Path | None, artifacts: Path, config: EvaluateConfig = EvaluateCon
             locks.enter_context(locked(lock_dir(p), "evaluate", shared=True))
         locks.enter_context(locked(out, "evaluate"))
         inputs = {"dataset": dataset, "feature_sets": {
-            name: [[p.name, store_fingerprint(p)] for p in paths]
+            name: [[p.name, store_fingerprint(p, required=True)] for p in paths]
             for name, paths in sets.items()}}
         fingerprint = stage_fingerprint(config, inputs)
         if is_done(out, fingerprint):

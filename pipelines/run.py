@@ -42,7 +42,7 @@ from bow.corpus import holdout
 from bow.datasets import load_dataset
 from bow.stage import (ArtifactError, atomic_path, file_digest, read_fingerprint, read_json,
                        write_json)
-from bow.store import read_skipped
+from bow.store import read_skipped, store_fingerprint
 from bow.synth import make_default_dataset
 from pipelines import (embed, embed_kwmlp, evaluate, fit_codebooks, pretrain_kwmlp, run_report,
                        train_autoencoders)
@@ -92,7 +92,7 @@ def bow_stages(stages: Stages, data: Path, artifacts: Path, config: RunConfig, d
         path = embed.store_path(artifacts, kind)
         out[kind] = stages("embed", f"bag of words ({kind} encoders), every clip",
                            lambda: embed.run(data, artifacts, cfg, device, progress),
-                           lambda: embed.store_fingerprint(path))
+                           lambda: store_fingerprint(path))
     return out
 
 
@@ -193,7 +193,7 @@ def run(data: Path | None, artifacts: Path, config: RunConfig = RunConfig(),
     path = embed_kwmlp.store_path(artifacts)
     stages("embed_kwmlp", f"KW-MLP embeddings from {ckpt}",
            lambda: embed_kwmlp.run(data, artifacts, cfg, device, progress),
-           lambda: embed_kwmlp.store_fingerprint(path))
+           lambda: store_fingerprint(path))
     cfg = config.evaluate
     report = stages("evaluate", f"heads on {', '.join(cfg.feature_sets)}",
                     lambda: evaluate.run(data, artifacts, cfg, device, progress,

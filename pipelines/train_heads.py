@@ -29,11 +29,11 @@ from pathlib import Path
 import numpy as np
 
 from bow.evaluation import split_clips
-from bow.featureset import FeatureSetError, load_features, store_fingerprint
+from bow.featureset import FeatureSetError, load_features
 from bow.heads import Head, HeadConfig
 from bow.metrics import scores
 from bow.stage import clear_done, is_done, locked, mark_done, stage_fingerprint, write_json
-from bow.store import StoreError, lock_dir
+from bow.store import StoreError, lock_dir, store_fingerprint
 from pipelines.cli import add_config_args, clean_errors, common_parser, config_from_args
 
 TrainHeadsConfig = HeadConfig  # the stage's config is the head's (paper defaults)
@@ -67,7 +67,7 @@ def run(features, artifacts: Path, config: HeadConfig = TrainHeadsConfig(), name
         for p in paths:  # readers of the stores: embed cannot rewrite them meanwhile
             locks.enter_context(locked(lock_dir(p), "train_heads", shared=True))
         locks.enter_context(locked(out, "train_heads"))
-        inputs = {"stores": [[p.name, store_fingerprint(p)] for p in paths]}
+        inputs = {"stores": [[p.name, store_fingerprint(p, required=True)] for p in paths]}
         fingerprint = stage_fingerprint(config, inputs)
         if is_done(out, fingerprint):
             return out

@@ -8,14 +8,13 @@ import json
 import os
 import shutil
 
-import h5py
 import numpy as np
 import pytest
 
 from bow.audio import chunk, read_audio
 from bow.datasets import load_dataset
 from bow.stage import read_fingerprint
-from bow.store import read
+from bow.store import read, store_fingerprint
 from bow.tokens import FAMILIES
 from pipelines import embed, fit_codebooks, train_autoencoders
 from pipelines.embed import EmbedConfig
@@ -83,7 +82,7 @@ def test_rerun_is_skipped_and_a_changed_option_is_redone(mini_run, fsd50k_mini_d
     embed.run(fsd50k_mini_dir, art, EmbedConfig(), device="cpu", progress=False)
     assert (_mtimes(ae), _mtimes(cb), store_path.stat().st_mtime_ns) == before
 
-    old_cb, old_store = read_fingerprint(cb), embed.store_fingerprint(store_path)
+    old_cb, old_store = read_fingerprint(cb), store_fingerprint(store_path)
     fit_codebooks.run(fsd50k_mini_dir, art, FitCodebooksConfig(n_codes=16, niter=6),
                       device="cpu", progress=False)
     assert read_fingerprint(cb) != old_cb
@@ -91,7 +90,7 @@ def test_rerun_is_skipped_and_a_changed_option_is_redone(mini_run, fsd50k_mini_d
     iterations = json.loads((cb / "patch.json").read_text())["iterations"]
     assert max(i["iteration"] for i in iterations) <= 5
     embed.run(fsd50k_mini_dir, art, EmbedConfig(), device="cpu", progress=False)
-    assert embed.store_fingerprint(store_path) != old_store    # upstream changed: redone
+    assert store_fingerprint(store_path) != old_store    # upstream changed: redone
     assert read(store_path).attrs["upstream"]["codebooks"] == read_fingerprint(cb)
 
 

@@ -1,5 +1,4 @@
 """bow.tokens: shapes, exact tiling, thumbnail, random crops."""
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
