@@ -45,12 +45,12 @@ from bow.codebook import CODEBOOK_SIZES
 from bow.corpus import clips_fingerprint
 from bow.datasets import load_dataset
 from bow.evaluation import evaluate
-from bow.featureset import load_features, store_fingerprint
+from bow.featureset import load_features
 from bow.figures import sweep_plot
 from bow.report import fmt, markdown_table, write_csv
 from bow.scene import ALGORITHMS
 from bow.stage import digest, file_digest, read_fingerprint, to_jsonable, write_json
-from bow.store import multi_hot
+from bow.store import multi_hot, store_fingerprint
 from pipelines import (embed, embed_kwmlp, fit_codebooks, run, run_config, run_report,
                        train_autoencoders)
 
@@ -114,8 +114,8 @@ class Points:
     def score(self, point: str, params: dict, stores: list[Path], **head_changes) -> dict:
         """Train and score one head on ``stores`` (or reuse the saved point)."""
         head = dataclasses.replace(self.head, **head_changes)
-        fingerprint = digest({"head": head, "stores": [[p.name, store_fingerprint(p)]
-                                                       for p in stores]})
+        inputs = [[p.name, store_fingerprint(p, required=True)] for p in stores]
+        fingerprint = digest({"head": head, "stores": inputs})
         row = self._load(point, fingerprint)
         if row is not None:
             self.log(f"  {point}: done before, mAP {row['map']:.4f}")
@@ -197,7 +197,7 @@ def masking(ctx, points: Points, probabilities) -> None:
     stages = run.Stages(3, ctx.log, label="upstream ")
     store = run.bow_stages(stages, ctx.data, ctx.artifacts, ctx.config, ctx.device,
                            ctx.progress, encoders=("trained",))["trained"]
-    points.context = digest({"store": store_fingerprint(store),
+    points.context = digest({"store": store_fingerprint(store, required=True),
                              "head": _without(points.head, "mask_p")})
     for p in probabilities:
         points.score(f"p{p:g}", {"mask_p": p}, [store], mask_p=p)
