@@ -5,6 +5,7 @@ fail when the environment variable CI is "true".
 """
 from __future__ import annotations
 
+import csv
 import os
 from pathlib import Path
 
@@ -53,6 +54,27 @@ def fsd50k_mini_dir() -> Path:
 @pytest.fixture(scope="session")
 def kwmlp_dir() -> Path:
     return need_shared("kwmlp")
+
+
+def linked_dataset(root: Path, clips, split_of=None, broken=None) -> Path:
+    """A labels.csv-layout data set in ``root`` whose audio/ links to ``clips`` (no copies).
+
+    ``split_of(k, clip)`` gives row k's split (default: the clip's own); ``broken = (label,
+    split, row)`` adds a corrupt ``broken.wav`` at that data row (None: at the end).
+    """
+    (root / "audio").mkdir(parents=True)
+    rows = []
+    for k, clip in enumerate(clips):
+        os.symlink(clip.path, root / "audio" / clip.path.name)
+        rows.append([clip.path.name, ",".join(clip.labels),
+                     split_of(k, clip) if split_of else clip.split])
+    if broken:
+        label, split, row = broken
+        (root / "audio" / "broken.wav").write_bytes(b"RIFF....WAVEjunk")
+        rows.insert(len(rows) if row is None else row, ["broken.wav", label, split])
+    with open(root / "labels.csv", "w", newline="") as f:
+        csv.writer(f).writerows([["fname", "labels", "split"]] + rows)
+    return root
 
 
 def sine(freq: float, seconds: float, rate: int = 16_000, amplitude: float = 0.5) -> np.ndarray:

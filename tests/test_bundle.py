@@ -6,7 +6,6 @@ HEAR scene embedding from the exported bundle must equal the store's clip vector
 from __future__ import annotations
 
 import json
-import os
 
 import numpy as np
 import pytest
@@ -21,7 +20,7 @@ from bow.features import LogMel
 from bow.hear import bow as hear_bow
 from bow.store import read as read_store
 from bow.tokens import FAMILIES
-from conftest import sine
+from conftest import linked_dataset, sine
 from pipelines import embed, export_bundle, fit_codebooks, train_autoencoders
 from pipelines.embed import EmbedConfig
 from pipelines.export_bundle import ExportBundleConfig
@@ -36,14 +35,9 @@ CODES = FitCodebooksConfig(n_codes=16, niter=5, nredo=1)
 @pytest.fixture(scope="module")
 def esc10_small(esc10_dir, tmp_path_factory):
     """A labels.csv data set of ten ESC-10 clips: eight train, two test."""
-    root = tmp_path_factory.mktemp("esc10_small")
-    (root / "audio").mkdir()
-    rows = ["fname,labels,split"]
-    for k, clip in enumerate(load_dataset(esc10_dir).clips[::40]):
-        os.symlink(clip.path, root / "audio" / clip.path.name)
-        rows.append(f"{clip.path.name},{clip.labels[0]},{'test' if k >= 8 else 'train'}")
-    (root / "labels.csv").write_text("\n".join(rows) + "\n")
-    return root
+    return linked_dataset(tmp_path_factory.mktemp("esc10_small"),
+                          load_dataset(esc10_dir).clips[::40],
+                          split_of=lambda k, clip: "test" if k >= 8 else "train")
 
 
 @pytest.fixture(scope="module")

@@ -160,3 +160,18 @@ def test_config_validation_and_errors(synthetic):
         empty = synthetic.select(["val"])
         empty.labels = np.zeros_like(empty.labels)
         Head(HeadConfig(**FAST)).fit(synthetic.select(["train"]), empty)
+
+
+
+@pytest.mark.parametrize("bias", ["prior", "zero"])
+def test_output_bias_starts_at_priors_or_zero(synthetic, bias):
+    """With lr 0 the head keeps its initial output biases: the prior logits, or zeros."""
+    train = synthetic.select(["train"])
+    config = HeadConfig(**{**FAST, "max_epochs": 1, "lr": 0.0, "output_bias": bias})
+    head = Head(config).fit(train, synthetic.select(["val"]))
+    prior = train.chunk_labels().astype(np.float64).mean(0).clip(1e-3, 1 - 1e-3)
+    want = np.log(prior / (1 - prior)) if bias == "prior" else np.zeros_like(prior)
+    np.testing.assert_allclose(head.model_.net[-1].bias.detach().cpu().numpy(), want,
+                               rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="output_bias"):
+        HeadConfig(output_bias="random")

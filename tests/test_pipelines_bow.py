@@ -5,7 +5,6 @@ minute on 2 CPU cores; the stages' logic does not depend on the sizes.
 """
 import dataclasses
 import json
-import os
 import shutil
 
 import numpy as np
@@ -15,6 +14,7 @@ from bow.audio import chunk, read_audio
 from bow.datasets import load_dataset
 from bow.stage import read_fingerprint
 from bow.store import read, store_fingerprint
+from conftest import linked_dataset
 from bow.tokens import FAMILIES
 from pipelines import embed, fit_codebooks, train_autoencoders
 from pipelines.embed import EmbedConfig
@@ -97,16 +97,8 @@ def test_rerun_is_skipped_and_a_changed_option_is_redone(mini_run, fsd50k_mini_d
 @pytest.fixture(scope="module")
 def esc10_subset(esc10_dir, tmp_path_factory):
     """A labels.csv data set: 25 ESC-10 clips (folds 1-5) plus one corrupt file."""
-    root = tmp_path_factory.mktemp("esc10_subset")
-    (root / "audio").mkdir()
-    rows = ["fname,labels,split"]
-    for clip in load_dataset(esc10_dir).clips[::16]:
-        os.symlink(clip.path, root / "audio" / clip.path.name)
-        rows.append(f"{clip.path.name},{clip.labels[0]},{clip.split}")
-    (root / "audio" / "broken.wav").write_bytes(b"RIFF....WAVEjunk")
-    rows.append("broken.wav,dog,1")
-    (root / "labels.csv").write_text("\n".join(rows) + "\n")
-    return root
+    return linked_dataset(tmp_path_factory.mktemp("esc10_subset"),
+                          load_dataset(esc10_dir).clips[::16], broken=("dog", "1", None))
 
 
 @pytest.mark.slow

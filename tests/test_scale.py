@@ -7,7 +7,6 @@ parallel runs really split the work.
 """
 from __future__ import annotations
 
-import os
 import shutil
 import time
 
@@ -24,7 +23,7 @@ from bow.kwmlp_embed import KWMLPEmbedder
 from bow.precision import check_precision, compare_codes, encoder_precision
 from bow.readahead import read_ahead
 from pipelines import embed, embed_kwmlp, fit_codebooks, train_autoencoders
-from tests.conftest import sine
+from tests.conftest import linked_dataset, sine
 
 TRAIN = train_autoencoders.TrainAutoencodersConfig(
     hidden=32, batch_size=32, epochs=1, steps_per_epoch=3, max_val_tokens=500,
@@ -118,16 +117,8 @@ def test_fast_kwmlp_encoder_equals_the_model(n_blocks):
 @pytest.fixture(scope="module")
 def small_set(fsd50k_mini_dir, tmp_path_factory):
     """labels.csv layout: 14 fsd50k_mini clips (0.3-5 s, train/val/eval) + one broken file."""
-    root = tmp_path_factory.mktemp("scale_set")
-    (root / "audio").mkdir()
-    rows = ["fname,labels,split"]
-    for clip in load_dataset(fsd50k_mini_dir).clips[::29]:
-        os.symlink(clip.path, root / "audio" / clip.path.name)
-        rows.append(f'{clip.path.name},"{",".join(clip.labels)}",{clip.split}')
-    (root / "audio" / "broken.wav").write_bytes(b"RIFF....WAVEjunk")
-    rows.insert(5, "broken.wav,Dog,train")
-    (root / "labels.csv").write_text("\n".join(rows) + "\n")
-    return root
+    return linked_dataset(tmp_path_factory.mktemp("scale_set"),
+                          load_dataset(fsd50k_mini_dir).clips[::29], broken=("Dog", "train", 4))
 
 
 @pytest.fixture(scope="module")
