@@ -2,7 +2,7 @@
 
     python -m benchmarks.autoencoder_budget [--data ../shared/data/esc10] [--budgets 100,300,600]
 
-The bag-of-words pipeline of the stages (bow.autoencoder, bow.codebook, bow.bagofwords), fitted
+The bag-of-words pipeline of the stages (bow.bagofwords.autoencoder, bow.bagofwords.codebook, bow.bagofwords.model), fitted
 on ESC-10 folds 1-4 (a seeded 10% of those clips held out for the autoencoders' validation
 loss, as in pipelines.train_autoencoders), with:
 * the control: untrained, seeded encoders (``epochs=0``: the training's own initialisation);
@@ -40,12 +40,12 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from benchmarks.common import machine, matmul_flops
-from bow.autoencoder import Autoencoder
-from bow.bagofwords import clip_vector, family_codes, histograms, normalise
-from bow.codebook import Codebook
-from bow.corpus import holdout, logmel_clips
-from bow.datasets import load_dataset
-from bow.tokens import COUNTS, FAMILIES
+from bow.bagofwords.autoencoder import Autoencoder
+from bow.bagofwords.model import clip_vector, family_codes, histograms, normalise
+from bow.bagofwords.codebook import Codebook
+from bow.data.clips import holdout, logmel_clips
+from bow.data.datasets import load_dataset
+from bow.bagofwords.tokens import COUNTS, FAMILIES
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 

@@ -65,7 +65,7 @@ FSD50K_SECONDS = 390_000
 # ----------------------------------------------------------------------------- data and models
 def clip_subset(data: Path, n: int, root: Path) -> Path:
     """A labels.csv data set of ``n`` clips of ``data`` (links; repeated in order if needed)."""
-    from bow.datasets import load_dataset
+    from bow.data.datasets import load_dataset
     clips = load_dataset(data).clips
     (root / "audio").mkdir(parents=True, exist_ok=True)
     with open(root / "labels.csv", "w", newline="") as f:
@@ -83,11 +83,11 @@ def clip_subset(data: Path, n: int, root: Path) -> Path:
 
 def audio_seconds(data: Path, model: str) -> tuple[float, int]:
     """(total length in seconds, 1 s chunks the model's encoder sees) of a data set's clips,
-    from the file headers: bow.audio.n_chunks for the bag of words, the authors' padding
-    (bow.kwmlp_embed.pad_and_chunk) for KW-MLP."""
-    from bow.audio import SAMPLE_RATE, n_chunks
-    from bow.datasets import load_dataset
-    from bow.kwmlp_embed import PAD_END, PAD_FRONT
+    from the file headers: bow.audio.load.n_chunks for the bag of words, the authors' padding
+    (bow.kwmlp.embed.pad_and_chunk) for KW-MLP."""
+    from bow.audio.load import SAMPLE_RATE, n_chunks
+    from bow.data.datasets import load_dataset
+    from bow.kwmlp.embed import PAD_END, PAD_FRONT
     seconds, chunks = 0.0, 0
     for clip in load_dataset(data).clips:
         info = sf.info(str(clip.path))
@@ -101,8 +101,8 @@ def audio_seconds(data: Path, model: str) -> tuple[float, int]:
 def random_bow(data: Path, artifacts: Path, min_chunks: int = 320) -> None:
     """Paper-sized random encoders and D = 256 codebooks (the stages' --encoder random) fitted
     on the first clips of ``data`` that give ``min_chunks`` chunks (repeated if needed)."""
-    from bow.audio import SAMPLE_RATE, n_chunks
-    from bow.datasets import load_dataset
+    from bow.audio.load import SAMPLE_RATE, n_chunks
+    from bow.data.datasets import load_dataset
     from pipelines import fit_codebooks, train_autoencoders
     clips, total, n = load_dataset(data).clips, 0, 0
     while total < min_chunks:
@@ -126,8 +126,8 @@ def link_models(src: Path, artifacts: Path, encoder: str) -> None:
 
 def bow_flops(artifacts: Path, encoder: str) -> float:
     """Encoder FLOPs per audio-second of the bag-of-words model, from its layer sizes."""
-    from bow.autoencoder import Autoencoder
-    from bow.tokens import COUNTS, FAMILIES
+    from bow.bagofwords.autoencoder import Autoencoder
+    from bow.bagofwords.tokens import COUNTS, FAMILIES
     from pipelines.train_autoencoders import output_dir
     total = 0.0
     for f in FAMILIES:
@@ -138,7 +138,7 @@ def bow_flops(artifacts: Path, encoder: str) -> float:
 
 def kwmlp_flops(checkpoint: Path) -> float:
     """Encoder FLOPs per audio-second (one 1 s chunk) of a KW-MLP checkpoint."""
-    from bow.kwmlp import load_checkpoint
+    from bow.kwmlp.model import load_checkpoint
     m = load_checkpoint(checkpoint)
     dim, n_mfcc = m.to_patch_embed[1].weight.shape
     ff = m.layers[0].fn.fn.proj_in[0].out_features

@@ -52,13 +52,13 @@ def long_audio(minutes: float, seed: int = 0) -> np.ndarray:
 
 def random_bundle(path: str, hidden: int, n_codes: int, seed: int = 0) -> None:
     """Write an untrained bundle (F = 10) with standardisation and codebooks fitted on noise."""
-    from bow.audio import chunk
-    from bow.autoencoder import Autoencoder
-    from bow.bagofwords import BagOfWords, family_codes
-    from bow.bundle import write
-    from bow.codebook import Codebook
-    from bow.features import LogMel
-    from bow.tokens import FAMILIES
+    from bow.audio.load import chunk
+    from bow.bagofwords.autoencoder import Autoencoder
+    from bow.bagofwords.model import BagOfWords, family_codes
+    from bow.bagofwords.bundle import write
+    from bow.bagofwords.codebook import Codebook
+    from bow.audio.features import LogMel
+    from bow.bagofwords.tokens import FAMILIES
     with torch.inference_mode():
         logmel = LogMel()(torch.from_numpy(chunk(long_audio(2 * n_codes / 60, seed))))
     encoders = {f: Autoencoder(f, hidden=hidden, epochs=0, seed=seed).fit(logmel, logmel)
@@ -70,9 +70,9 @@ def random_bundle(path: str, hidden: int, n_codes: int, seed: int = 0) -> None:
 
 def bow_gflop(config: dict, call: str) -> float:
     """GFLOP of the bag-of-words encoders per audio-second (2 per multiply-add): per 1 s chunk
-    for the scene; per second of 50 ms windows (bow.bagofwords_embed) for timestamps."""
-    from bow.bagofwords_embed import COLUMNS_PER_WINDOW, WINDOWS_PER_CHUNK
-    from bow.tokens import COUNTS, DIMS, FAMILIES
+    for the scene; per second of 50 ms windows (bow.bagofwords.embed) for timestamps."""
+    from bow.bagofwords.embed import COLUMNS_PER_WINDOW, WINDOWS_PER_CHUNK
+    from bow.bagofwords.tokens import COUNTS, DIMS, FAMILIES
     per_window = {  # each window adds one 10-frame column (12 patches, 1 spectral envelope)
         "patch": COUNTS["patch"] // COLUMNS_PER_WINDOW,
         "spectral_envelope": COUNTS["spectral_envelope"] // COLUMNS_PER_WINDOW,

@@ -1,4 +1,4 @@
-"""k-means for the codebooks: FAISS (bow.codebook) against scikit-learn's KMeans, same codes.
+"""k-means for the codebooks: FAISS (bow.bagofwords.codebook) against scikit-learn's KMeans, same codes.
 
     python -m benchmarks.kmeans [--data ../shared/data/esc10] [--codes 120000] [--d 256]
                                 [--families patch,spectral_envelope] [--threads 1]
@@ -6,7 +6,7 @@
 Codes: the bottleneck codes of real clips (the first ``--clips`` of ``--data``) under the
 paper-sized random encoders of benchmarks.embed_speed (encoders of the same shapes give codes of
 the same size; trained ones only move them): ``--codes`` grid patches (8-d), and as many
-spectral-envelope crops at random positions (96-d, ``bow.tokens.sample``, as in autoencoder
+spectral-envelope crops at random positions (96-d, ``bow.bagofwords.tokens.sample``, as in autoencoder
 training) for the wider family. On each family's codes, with D = ``--d`` centroids:
 * ``faiss_default``: ``Codebook(D)`` as fit_codebooks runs it: k-means++, at most 100
   iterations, 3 restarts, trained on a seeded subsample of D x 256 points
@@ -41,13 +41,13 @@ from threadpoolctl import threadpool_limits
 
 from benchmarks.common import emit, machine
 from benchmarks.embed_speed import SHARED, clip_subset, random_bow
-from bow.autoencoder import Autoencoder
-from bow.bagofwords import family_codes
-from bow.codebook import Codebook
-from bow.corpus import logmel_clips
-from bow.datasets import load_dataset
+from bow.bagofwords.autoencoder import Autoencoder
+from bow.bagofwords.model import family_codes
+from bow.bagofwords.codebook import Codebook
+from bow.data.clips import logmel_clips
+from bow.data.datasets import load_dataset
 from bow.runtime import generator
-from bow.tokens import COUNTS, sample
+from bow.bagofwords.tokens import COUNTS, sample
 
 
 def real_codes(logmel, artifacts: Path, family: str, n: int) -> np.ndarray:

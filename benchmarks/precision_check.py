@@ -3,7 +3,7 @@
     python -m benchmarks.precision_check [--data ../shared/data/esc10] [--clips 40]
                                          [--checkpoint ../shared/kwmlp/kwmlp.pth]
 
-On the first ``--clips`` clips of ``--data``, for each of tf32 and bf16 (bow.precision) against
+On the first ``--clips`` clips of ``--data``, for each of tf32 and bf16 (bow.runtime) against
 fp32 on the same GPU:
 * bag of words (the paper-sized random encoders of benchmarks.embed_speed, or ``--artifacts``
   with ``--encoder``): per family the relative error of the bottleneck codes
@@ -28,13 +28,13 @@ import torch
 
 from benchmarks.common import emit, machine
 from benchmarks.embed_speed import SHARED, clip_subset, link_models, random_bow
-from bow.audio import chunk, read_audio
-from bow.bagofwords import BagOfWords, family_codes, histograms
-from bow.features import LogMel
-from bow.kwmlp import KWMLP
-from bow.kwmlp_embed import KWMLPEmbedder
-from bow.precision import compare_codes, compare_embeddings, encoder_precision
-from bow.tokens import COUNTS, FAMILIES
+from bow.audio.load import chunk, read_audio
+from bow.bagofwords.model import BagOfWords, family_codes, histograms
+from bow.audio.features import LogMel
+from bow.kwmlp.model import KWMLP
+from bow.kwmlp.embed import KWMLPEmbedder
+from bow.runtime import compare_codes, compare_embeddings, encoder_precision
+from bow.bagofwords.tokens import COUNTS, FAMILIES
 
 
 def bow_drift(bag: BagOfWords, audios: list[np.ndarray], precision: str) -> dict:
@@ -82,8 +82,8 @@ def main(argv=None) -> None:
         print(json.dumps({"benchmark": "precision_check", "skipped": "no CUDA device: "
                           "reduced precision exists on CUDA only", **machine()}))
         return
-    from bow.datasets import load_dataset
-    from bow.kwmlp import load_checkpoint
+    from bow.data.datasets import load_dataset
+    from bow.kwmlp.model import load_checkpoint
     from pipelines import fit_codebooks, train_autoencoders
     with tempfile.TemporaryDirectory(prefix="precision_check_") as tmp:
         data = clip_subset(args.data, args.clips, Path(tmp) / "data")

@@ -1,6 +1,31 @@
-"""Devices and seeds."""
+"""Devices, seeds, and reduced-precision inference on CUDA (``--precision``).
+
+``--precision`` of the embedding stages (default ``fp32``):
+
+* ``fp32``: plain float32 everywhere. On CUDA this also turns TF32 *off* for matmuls and cuDNN
+  convolutions inside the encoders (PyTorch enables it for cuDNN by default), so the CPU and the
+  GPU compute the same thing up to summation order.
+* ``tf32``: matmuls and convolutions of the encoders on TF32 tensor cores (10-bit mantissa
+  inputs, float32 accumulation); activations stay float32.
+* ``bf16``: the encoders under ``torch.autocast(dtype=bfloat16)``: matmuls in bfloat16 (8-bit
+  mantissa inputs, float32 accumulation), layer norms in float32.
+
+Only the encoders (autoencoder MLPs, KW-MLP blocks) run at reduced precision: the front ends
+(STFT, mel, dB, DCT), k-means assignment and scene interpolation stay float32, since a dB floor
+or a nearest-centroid search is where low precision would hurt most for the least speed.
+Reduced precision is refused on the CPU (bf16 matmuls there are slower than fp32 on most CPUs,
+and TF32 does not exist).
+
+The accuracy check (``compare_codes``, ``compare_embeddings``; run by
+``python -m benchmarks.precision_check`` and tests/test_scale.py when CUDA is present) measures
+the drift against fp32 on real clips: relative error of the codes and embeddings, and the
+fraction of code ids (nearest centroids) that stay the same.
+"""
 from __future__ import annotations
 
+import contextlib
+
+import numpy as np
 import torch
 
 
@@ -18,3 +43,58 @@ def generator(seed: int) -> torch.Generator:
     g = torch.Generator()
     g.manual_seed(int(seed))
     return g
+
+PRECISIONS = ("fp32", "tf32", "bf16")
+
+
+class PrecisionError(ValueError):
+    """An unknown precision, or a reduced one asked for where there is no CUDA device."""
+
+
+def check_precision(precision: str, device: str | torch.device) -> None:
+    """Raise PrecisionError for an unknown precision, or a reduced one on a non-CUDA device."""
+    if precision not in PRECISIONS:
+        raise PrecisionError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if precision != "fp32" and torch.device(device).type != "cuda":
+        raise PrecisionError(f"precision {precision} needs a CUDA device (got {device}); "
+                             "use fp32 on the CPU")
+
+
+@contextlib.contextmanager
+def encoder_precision(precision: str, device: str | torch.device):
+    """Run the block under ``precision`` on ``device`` (see the module docstring)."""
+    check_precision(precision, device)
+    if torch.device(device).type != "cuda":
+        yield
+        return
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = precision == "tf32"
+    try:
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=precision == "bf16"):
+            yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
+def relative_error(got, want) -> float:
+    """max |got - want| / max |want| (0 when both are zero)."""
+    got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
+    scale = np.abs(want).max() if want.size else 0.0
+    diff = np.abs(got - want).max() if want.size else 0.0
+    return float(diff / scale) if scale > 0 else float(diff)
+
+
+def compare_embeddings(got: dict[str, np.ndarray], want: dict[str, np.ndarray]) -> dict:
+    """{name: array} at reduced precision vs fp32 -> {name_relerr: max error / max |fp32|}."""
+    return {f"{k}_relerr": relative_error(got[k], want[k]) for k in want}
+
+
+def compare_codes(got_ids: dict[str, np.ndarray], want_ids: dict[str, np.ndarray],
+                  got_counts: np.ndarray, want_counts: np.ndarray) -> dict:
+    """Bag-of-words drift: per family the fraction of tokens whose code id is unchanged, and the
+    mean L1 distance between chunk count vectors over the 2 x 143 tokens that could move."""
+    out = {f"{f}_same_ids": float((got_ids[f] == want_ids[f]).mean()) for f in want_ids}
+    moved = np.abs(got_counts.astype(np.int64) - want_counts.astype(np.int64)).sum(1)
+    out["counts_l1_per_chunk"] = float(moved.mean()) if moved.size else 0.0
+    out["chunks_unchanged"] = float((moved == 0).mean()) if moved.size else 1.0
+    return out

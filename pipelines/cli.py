@@ -101,7 +101,7 @@ def config_from_args(cls, args: argparse.Namespace):
 
 
 def add_parallel_options(parser: argparse.ArgumentParser) -> None:
-    """--jobs, --threads and --scheduler: where an embedding stage's shards run (bow.sharded)."""
+    """--jobs, --threads and --scheduler: where an embedding stage's shards run (bow.io.sharded)."""
     parser.add_argument("--jobs", type=int, default=1, help="local worker processes")
     parser.add_argument("--threads", type=int, default=None, help="torch threads per worker")
     parser.add_argument("--scheduler", default=None, help="Dask scheduler address "
@@ -109,7 +109,7 @@ def add_parallel_options(parser: argparse.ArgumentParser) -> None:
 
 
 def apply_threads(args: argparse.Namespace) -> None:
-    """--threads for a run in this process (workers set their own, see bow.sharded)."""
+    """--threads for a run in this process (workers set their own, see bow.io.sharded)."""
     if args.threads and args.jobs == 1 and not args.scheduler:
         import torch
         torch.set_num_threads(args.threads)
@@ -168,14 +168,14 @@ def report_skipped(stage: str, skipped, where: str, strict: bool = False,
 
 def _user_errors() -> tuple[type[BaseException], ...]:
     """The exception types that describe bad input or state, not bugs (see module docstring)."""
-    from bow.audio import AudioError
-    from bow.datasets import DatasetError
-    from bow.stage import ArtifactError, LockedError
-    from bow.store import StoreError
+    from bow.audio.load import AudioError
+    from bow.data.datasets import DatasetError
+    from bow.io.stage import ArtifactError, LockedError
+    from bow.io.store import StoreError
     found = [AudioError, DatasetError, ArtifactError, LockedError, StoreError]
-    for module, name in (("bow.codebook", "CodebookError"), ("bow.kwmlp", "CheckpointError"),
-                         ("bow.featureset", "FeatureSetError"), ("bow.bundle", "BundleError"),
-                         ("bow.precision", "PrecisionError")):
+    for module, name in (("bow.bagofwords.codebook", "CodebookError"), ("bow.kwmlp.model", "CheckpointError"),
+                         ("bow.io.featureset", "FeatureSetError"), ("bow.bagofwords.bundle", "BundleError"),
+                         ("bow.runtime", "PrecisionError")):
         if module in sys.modules:  # only those the stage imported can be raised
             found.append(getattr(sys.modules[module], name))
     return tuple(found)

@@ -2,11 +2,11 @@
 
     python -m pipelines.embed --data DIR [--artifacts artifacts] [--encoder trained|random]
 
-For every clip of the data set (all splits): audio (``bow.audio.read_audio``), 1 s chunks
-(``bow.audio.chunk``, default tail rule, so rows align with every other store), log-mel, the
+For every clip of the data set (all splits): audio (``bow.audio.load.read_audio``), 1 s chunks
+(``bow.audio.load.chunk``, default tail rule, so rows align with every other store), log-mel, the
 143 grid tokens, the stage-1 encoders, the stage-2 codebooks, and one (4 D,) count vector per
-chunk (``bow.bagofwords``). Chunks of all clips of a shard go through in batches of
-``batch_chunks``. The store (``bow.store`` schema, kind "bow") holds raw counts: chunk vectors
+chunk (``bow.bagofwords.model``). Chunks of all clips of a shard go through in batches of
+``batch_chunks``. The store (``bow.io.store`` schema, kind "bow") holds raw counts: chunk vectors
 uint16, the clip vector the mean over its chunks (float32). Unreadable clips and rows with
 labels outside the vocabulary are recorded in /skipped. Output: ``<artifacts>/stores/bow.h5``
 (``bow-random.h5`` for ``--encoder random``); its attributes hold this stage's config, the
@@ -17,8 +17,8 @@ the same fingerprint (of the upstream stages, the clip list and ``encoder``; ``s
 The command prints the skipped clips with their reasons (the first ten; all are in /skipped)
 and exits 0, or 3 with ``--strict`` when any clip was skipped (the store is complete either
 way). The stage holds shared locks on the autoencoder and codebook folders and an exclusive one
-on the store (``bow.store.lock_dir``), so no concurrent stage rewrites what it reads or writes;
-a store killed half-way resumes from its finished shards (``bow.sharded``).
+on the store (``bow.io.store.lock_dir``), so no concurrent stage rewrites what it reads or writes;
+a store killed half-way resumes from its finished shards (``bow.io.sharded``).
 """
 from __future__ import annotations
 
@@ -31,19 +31,19 @@ import h5py
 import numpy as np
 import torch
 
-from bow.audio import AudioError, chunk, read_audio
-from bow.bagofwords import BagOfWords, clip_vector
-from bow.codebook import Codebook
-from bow.corpus import clips_fingerprint
-from bow.datasets import Clip, load_dataset
-from bow.features import LogMel
-from bow.precision import PRECISIONS, check_precision, encoder_precision
-from bow.readahead import default_threads, read_ahead
+from bow.audio.load import AudioError, chunk, read_audio
+from bow.bagofwords.model import BagOfWords, clip_vector
+from bow.bagofwords.codebook import Codebook
+from bow.data.clips import clips_fingerprint
+from bow.data.datasets import Clip, load_dataset
+from bow.audio.features import LogMel
+from bow.runtime import PRECISIONS, check_precision, encoder_precision
+from bow.audio.readahead import default_threads, read_ahead
 from bow.runtime import resolve_device
-from bow.sharded import embed_to_store, remove_leftovers
-from bow.stage import locked, read_fingerprint, read_json, stage_fingerprint
-from bow.store import ClipFeatures, lock_dir, multi_hot, read_skipped, store_fingerprint
-from bow.tokens import FAMILIES
+from bow.io.sharded import embed_to_store, remove_leftovers
+from bow.io.stage import locked, read_fingerprint, read_json, stage_fingerprint
+from bow.io.store import ClipFeatures, lock_dir, multi_hot, read_skipped, store_fingerprint
+from bow.bagofwords.tokens import FAMILIES
 from pipelines import fit_codebooks, train_autoencoders
 from pipelines.cli import (add_config_args, add_parallel_options, add_strict_option, apply_threads,
                            clean_errors, common_parser,
@@ -60,7 +60,7 @@ class EmbedConfig:
     batch_chunks: int = field(default=256, metadata={"help": "1 s chunks per log-mel and "
                               "encoding batch"})
     precision: str = field(default="fp32", metadata={"help": "encoder arithmetic: fp32, or on "
-                           "CUDA tf32 / bf16 (see bow.precision)"})
+                           "CUDA tf32 / bf16 (see bow.runtime)"})
 
     def __post_init__(self):
         if self.encoder not in train_autoencoders.ENCODERS:
@@ -80,17 +80,17 @@ LOGMEL_BATCH = 16  # chunks per log-mel call on the CPU (see ShardEmbedder)
 
 
 class ShardEmbedder:
-    """list[Clip] -> ([ClipFeatures], [(fname, reason)]) for bow.sharded; picklable: each
+    """list[Clip] -> ([ClipFeatures], [(fname, reason)]) for bow.io.sharded; picklable: each
     process loads the encoders and codebooks from their folders on first use.
 
-    Clips are read (and chunked) ahead by ``decode_threads`` threads (bow.readahead; default 1
+    Clips are read (and chunked) ahead by ``decode_threads`` threads (bow.audio.readahead; default 1
     on the CPU, more for a GPU) while the model computes; their chunks are pooled across clips
     into batches of exactly ``batch_chunks`` (the last one of a shard may be smaller), so short
     clips fill whole batches and memory holds at most one batch, one clip and the clips read
     ahead, whatever the shard size. On the CPU the log-mel of a batch is computed
     ``LOGMEL_BATCH`` chunks at a time: the same bytes (chunks are independent), 2x faster than
     256 at once on one thread (the STFT's frames stay in cache) and ~500 MB less memory.
-    ``precision`` (bow.precision): fp32, or tf32 / bf16 for the encoders on CUDA.
+    ``precision`` (bow.runtime): fp32, or tf32 / bf16 for the encoders on CUDA.
     """
 
     def __init__(self, autoencoders: Path, codebooks: Path, vocabulary: list[str],
@@ -152,7 +152,7 @@ class ShardEmbedder:
 
 
 def _read_chunks(path) -> np.ndarray:
-    """(n_chunks, 16000) float32 chunks of a file (bow.audio defaults)."""
+    """(n_chunks, 16000) float32 chunks of a file (bow.audio.load defaults)."""
     return chunk(read_audio(path))
 
 
@@ -161,13 +161,13 @@ def run(data: Path, artifacts: Path, config: EmbedConfig = EmbedConfig(),
         scheduler: str | None = None) -> Path:
     """Embed every clip into the store; return its path. Skips itself when nothing changed.
 
-    ``jobs``, ``threads`` and ``scheduler`` choose where shards run (bow.sharded); they do not
+    ``jobs``, ``threads`` and ``scheduler`` choose where shards run (bow.io.sharded); they do not
     change the store, so they are not part of its fingerprint.
     """
     ae_dir = train_autoencoders.output_dir(artifacts, config.encoder)
     cb_dir = fit_codebooks.output_dir(artifacts, config.encoder)
     out = store_path(artifacts, config.encoder)
-    with contextlib.ExitStack() as locks:  # read the models, write the store: see bow.stage
+    with contextlib.ExitStack() as locks:  # read the models, write the store: see bow.io.stage
         for d in (ae_dir, cb_dir):
             if d.is_dir():
                 locks.enter_context(locked(d, "embed", shared=True))

@@ -5,20 +5,20 @@
 
 The encoder is an authors'-format checkpoint (``/work/shared/kwmlp/kwmlp.pth``, or our own
 ``<artifacts>/kwmlp/best.pth`` from pipelines.pretrain_kwmlp, used when --checkpoint is not
-given). Every clip of the data set (all splits) is read with ``bow.audio.read_audio`` and
-embedded as the authors' package does (``bow.kwmlp_embed``); clips of a batch may differ in
-length. Store (``bow.store`` schema, kind "kwmlp"), ``<artifacts>/stores/kwmlp.h5``:
+given). Every clip of the data set (all splits) is read with ``bow.audio.load.read_audio`` and
+embedded as the authors' package does (``bow.kwmlp.embed``); clips of a batch may differ in
+length. Store (``bow.io.store`` schema, kind "kwmlp"), ``<artifacts>/stores/kwmlp.h5``:
 
   /frames/vectors, /frames/timestamps, /frames/offsets   timestamp embeddings (T, 64), ms
   /clips/vectors    (N, 1024) the scene embedding of the whole clip
-  /chunks/vectors   (M, 1024) one row per 1 s chunk of bow.audio.chunk(read_audio(path)): the
-                    scene algorithm on the frames centred in that second (bow.kwmlp_embed)
+  /chunks/vectors   (M, 1024) one row per 1 s chunk of bow.audio.load.chunk(read_audio(path)): the
+                    scene algorithm on the frames centred in that second (bow.kwmlp.embed)
 
 Unreadable clips and rows with labels outside the vocabulary are recorded in /skipped and
 printed (the first ten); the command exits 0, or 3 with ``--strict`` when any clip was skipped
 (the store is complete either way). The fingerprint covers the config (without the
 checkpoint's path), the checkpoint's SHA-256 and the clip list; a store with the same
-fingerprint is not recomputed. Locks: exclusive on the store (``bow.store.lock_dir``), shared
+fingerprint is not recomputed. Locks: exclusive on the store (``bow.io.store.lock_dir``), shared
 on ``<artifacts>/kwmlp/`` when the checkpoint is our own pretraining's.
 """
 from __future__ import annotations
@@ -32,18 +32,18 @@ import h5py
 import numpy as np
 import torch
 
-from bow.audio import AudioError, read_audio
-from bow.corpus import clips_fingerprint
-from bow.datasets import Clip, load_dataset
-from bow.kwmlp import load_checkpoint
-from bow.kwmlp_embed import KWMLPEmbedder
-from bow.precision import PRECISIONS, check_precision
-from bow.readahead import default_threads, read_ahead
+from bow.audio.load import AudioError, read_audio
+from bow.data.clips import clips_fingerprint
+from bow.data.datasets import Clip, load_dataset
+from bow.kwmlp.model import load_checkpoint
+from bow.kwmlp.embed import KWMLPEmbedder
+from bow.runtime import PRECISIONS, check_precision
+from bow.audio.readahead import default_threads, read_ahead
 from bow.runtime import resolve_device
-from bow.scene import ALGORITHMS
-from bow.sharded import embed_to_store, remove_leftovers
-from bow.stage import file_digest, locked, stage_fingerprint
-from bow.store import ClipFeatures, lock_dir, multi_hot, read_skipped, store_fingerprint
+from bow.kwmlp.scene import ALGORITHMS
+from bow.io.sharded import embed_to_store, remove_leftovers
+from bow.io.stage import file_digest, locked, stage_fingerprint
+from bow.io.store import ClipFeatures, lock_dir, multi_hot, read_skipped, store_fingerprint
 from pipelines.cli import (add_config_args, add_parallel_options, add_strict_option, apply_threads,
                            clean_errors, common_parser,
                            config_from_args, report_skipped)
@@ -67,7 +67,7 @@ class EmbedKWMLPConfig:
                 "activations stay in cache), 512 on CUDA"})
     shard_size: int = field(default=256, metadata={"help": "clips per store shard"})
     precision: str = field(default="fp32", metadata={
-        "help": "encoder arithmetic: fp32, or on CUDA tf32 / bf16 (see bow.precision)"})
+        "help": "encoder arithmetic: fp32, or on CUDA tf32 / bf16 (see bow.runtime)"})
 
     def __post_init__(self):
         if self.scene_algorithm not in ALGORITHMS:
@@ -96,7 +96,7 @@ def checkpoint_path(artifacts: Path, config: EmbedKWMLPConfig) -> Path:
 class ShardEmbedder:
     """list[Clip] -> ([ClipFeatures], [(fname, reason)]); loads the model on first use, so it
     can be sent to worker processes. Clips are read ahead by ``decode_threads`` threads
-    (bow.readahead; default 1 on the CPU, more for a GPU) while the encoder computes, and
+    (bow.audio.readahead; default 1 on the CPU, more for a GPU) while the encoder computes, and
     embedded ``batch_clips`` at a time (their chunks pooled in batches of ``batch_chunks``)."""
     checkpoint: Path
     config: EmbedKWMLPConfig

@@ -6,12 +6,12 @@ Feature sets: by default every store in ``DIR/stores`` (bow.h5, bow-random.h5 (t
 random-encoder control), kwmlp.h5, then any other ``*.h5`` there), plus ``bow+kwmlp`` (the two
 stores concatenated chunk by chunk) when both exist; ``--feature-sets bow,kwmlp,bow+kwmlp``
 chooses (names are store file names without .h5, joined with + to concatenate). Every feature
-set gets the same splits and head settings (``bow.evaluation``): the ``splits`` protocol when
+set gets the same splits and head settings (``bow.heads.protocols``): the ``splits`` protocol when
 some clip is in ``--eval-splits`` (FSD50K: train / early stop on val / score eval), else k-fold
 over integer-named splits (ESC-10: folds 1-5, early stop on the next fold).
 
 Output ``DIR/reports/<run>/``: results.csv, per_class_ap.csv, report.md and PNG plots
-(``bow.report``), with config.json and fingerprint.json; skipped when the config and the
+(``bow.report.tables``), with config.json and fingerprint.json; skipped when the config and the
 stores' fingerprints are unchanged. The data set's name in the report is ``--data``'s folder
 name when given, else ``DIR``'s. Locks: exclusive on the report folder, shared on each store.
 """
@@ -24,12 +24,12 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from bow.evaluation import PROTOCOLS, evaluate
-from bow.featureset import FeatureSetError, load_features
-from bow.heads import HeadConfig
-from bow.report import markdown_table, mean_std, write_report
-from bow.stage import clear_done, is_done, locked, mark_done, stage_fingerprint
-from bow.store import StoreError, lock_dir, store_fingerprint
+from bow.heads.protocols import PROTOCOLS, evaluate
+from bow.io.featureset import FeatureSetError, load_features
+from bow.heads.model import HeadConfig
+from bow.report.tables import markdown_table, mean_std, write_report
+from bow.io.stage import clear_done, is_done, locked, mark_done, stage_fingerprint
+from bow.io.store import StoreError, lock_dir, store_fingerprint
 from pipelines.cli import add_config_args, clean_errors, common_parser, config_from_args
 
 STANDARD = ("bow", "bow-random", "kwmlp")  # report order; others follow alphabetically

@@ -6,7 +6,7 @@
 Reads the stage-1 autoencoders (``autoencoders/``) and stage-2 codebooks (``codebooks/``; the
 ``-random`` folders for ``--encoder random``) and writes ``<artifacts>/bundles/bow.npz``
 (``bow-random.npz``): encoders, token standardisation, codebooks and a JSON config holding the
-upstream stages' configs and fingerprints (format: bow/bundle.py). ``--normalise`` is the count
+upstream stages' configs and fingerprints (format: bow/bagofwords/bundle.py). ``--normalise`` is the count
 normalisation of the HEAR outputs; the default, none, keeps the scene embedding equal to the
 store's clip vector. Needs no data (``--data`` is not used). Skipped when the bundle exists
 with the same fingerprint (same autoencoders, codebooks and options).
@@ -19,9 +19,9 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bow import bundle
-from bow.bagofwords import NORMALISATIONS, BagOfWords
-from bow.stage import locked, read_fingerprint, stage_fingerprint
+from bow.bagofwords import bundle
+from bow.bagofwords.model import NORMALISATIONS, BagOfWords
+from bow.io.stage import locked, read_fingerprint, stage_fingerprint
 from pipelines import fit_codebooks, train_autoencoders
 from pipelines.cli import add_config_args, clean_errors, common_parser, config_from_args
 

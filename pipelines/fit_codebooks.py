@@ -4,7 +4,7 @@
 
 Encodes the grid tokens of every training chunk with the stage-1 autoencoders
 (``autoencoders/`` or ``autoencoders-random/``, picked by ``--encoder``) and fits
-``bow.codebook.Codebook`` (FAISS k-means, on the GPU when faiss sees one and ``--device`` is
+``bow.bagofwords.codebook.Codebook`` (FAISS k-means, on the GPU when faiss sees one and ``--device`` is
 auto or cuda) on each family's codes. Writes ``<artifacts>/codebooks/<family>.npz`` (centroids),
 ``<family>.json`` (parameters, per-iteration objective, cluster sizes, empty clusters,
 imbalance), ``summary.json``, ``config.json`` and ``fingerprint.json`` (``codebooks-random/``
@@ -23,15 +23,15 @@ import contextlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bow.autoencoder import Autoencoder
-from bow.bagofwords import family_codes
-from bow.codebook import CODEBOOK_SIZES, INITS, Codebook, CodebookError, faiss_gpus
-from bow.corpus import clips_fingerprint, logmel_clips, subset
-from bow.datasets import load_dataset
+from bow.bagofwords.autoencoder import Autoencoder
+from bow.bagofwords.model import family_codes
+from bow.bagofwords.codebook import CODEBOOK_SIZES, INITS, Codebook, CodebookError, faiss_gpus
+from bow.data.clips import clips_fingerprint, logmel_clips, subset
+from bow.data.datasets import load_dataset
 from bow.runtime import resolve_device
-from bow.stage import (clear_done, is_done, locked, mark_done, read_fingerprint, read_json,
+from bow.io.stage import (clear_done, is_done, locked, mark_done, read_fingerprint, read_json,
                        stage_fingerprint, write_json)
-from bow.tokens import FAMILIES
+from bow.bagofwords.tokens import FAMILIES
 from pipelines import train_autoencoders
 from pipelines.cli import (add_config_args, add_strict_option, clean_errors, common_parser,
                            config_from_args, report_skipped)
@@ -41,7 +41,7 @@ from pipelines.cli import (add_config_args, add_strict_option, clean_errors, com
 class FitCodebooksConfig:
     """k-means codebooks. Paper: D in {16, 64, 256, 1024}, best 256. Not in the paper: k-means++
     initialisation, 100 iterations, 3 restarts (FAISS's defaults, random / 25 / 1, ended 2-6%
-    above scikit-learn's objective on real codes; see bow/codebook.py), at most 256 training
+    above scikit-learn's objective on real codes; see bow/bagofwords/codebook.py), at most 256 training
     points per centroid (FAISS's default subsample)."""
     encoder: str = field(default="trained", metadata={"help": "which autoencoders to use: "
                          "trained or random"})

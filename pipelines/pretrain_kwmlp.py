@@ -4,20 +4,20 @@
 
 Data: the Speech Commands layout (word folders, validation_list.txt, testing_list.txt) or the
 labels.csv layout; every clip needs exactly one label (others are skipped and reported). Each
-clip is read with bow.audio, reduced to its first 1 s chunk (shorter clips zero-padded, longer
-ones cut: keywords last at most 1 s) and turned into a (40, 98) MFCC once (bow.features.MFCC,
+clip is read with bow.audio.load, reduced to its first 1 s chunk (shorter clips zero-padded, longer
+ones cut: keywords last at most 1 s) and turned into a (40, 98) MFCC once (bow.audio.features.MFCC,
 the front end of the embeddings); the MFCCs are cached in ``mfcc-<digest>.npy`` beside the
 outputs, so a restart does not recompute them, and held in memory while training (15.7 KB a
 clip: 47 MB for fsdd, about 1.6 GB for Speech Commands V2's 105,829 clips).
 
-The defaults are the paper's recipe (bow.kwmlp_train). Short run on fsdd (2,400 training clips),
+The defaults are the paper's recipe (bow.kwmlp.train). Short run on fsdd (2,400 training clips),
 where 140 epochs of 10 steps are far more than needed: ``--epochs 10 --warmup-epochs 1
 --batch-size 32 --threads 1`` reached 99.3% test accuracy in 3.6 minutes of one CPU thread
 (README.md). On a busy 2-core machine one torch thread trained 5x faster than two.
 
 Outputs in ``<artifacts>/kwmlp/``:
   best.pth      the best-validation model, ``{"model_state_dict": ...}`` in the authors' format
-                (loads with bow.kwmlp.load_checkpoint, and in the authors' code for the same
+                (loads with bow.kwmlp.model.load_checkpoint, and in the authors' code for the same
                 number of classes); no pickled objects;
   best.json     sidecar: config, classes (logit order), best epoch, validation and test accuracy
                 of best.pth, clip counts, skipped clips, per-epoch history;
@@ -27,7 +27,7 @@ Outputs in ``<artifacts>/kwmlp/``:
 
 Clips that cannot be read, rows of the labels file that are not clips and clips without exactly
 one label are skipped, listed in best.json and printed (``--strict``: exit status 3 if any).
-The stage holds an exclusive lock on ``<artifacts>/kwmlp/`` (bow.stage.locked).
+The stage holds an exclusive lock on ``<artifacts>/kwmlp/`` (bow.io.stage.locked).
 """
 from __future__ import annotations
 
@@ -40,14 +40,14 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from bow import audio as baudio
-from bow.corpus import clips_fingerprint
-from bow.datasets import Clip, load_dataset
-from bow.features import MFCC
-from bow.kwmlp import KWMLP, load_checkpoint
-from bow.kwmlp_train import TrainSettings, evaluate, pretrain
+from bow.audio import load as baudio
+from bow.data.clips import clips_fingerprint
+from bow.data.datasets import Clip, load_dataset
+from bow.audio.features import MFCC
+from bow.kwmlp.model import KWMLP, load_checkpoint
+from bow.kwmlp.train import TrainSettings, evaluate, pretrain
 from bow.runtime import resolve_device
-from bow.stage import (atomic_path, clear_done, is_done, locked, mark_done, read_json,
+from bow.io.stage import (atomic_path, clear_done, is_done, locked, mark_done, read_json,
                        stage_fingerprint, write_json)
 from pipelines import cli
 

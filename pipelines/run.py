@@ -3,7 +3,7 @@
     python -m pipelines.run [--data DIR] [--artifacts artifacts] [--preset auto|quick|paper]
                             [--kwmlp-checkpoint FILE] [--config run.toml] [--run NAME]
 
-Without ``--data`` the built-in default dataset (``bow.synth.make_default_dataset``: 260
+Without ``--data`` the built-in default dataset (``bow.data.synth.make_default_dataset``: 260
 synthetic clips, FSD50K layout, no download) is generated on first use into
 ``<artifacts>/data/default``. The stages, each skipped when its fingerprint is unchanged (so a
 second run is fast and a killed run resumes where it stopped):
@@ -38,12 +38,12 @@ import shutil
 import time
 from pathlib import Path
 
-from bow.corpus import holdout
-from bow.datasets import load_dataset
-from bow.stage import (ArtifactError, atomic_path, file_digest, read_fingerprint, read_json,
+from bow.data.clips import holdout
+from bow.data.datasets import load_dataset
+from bow.io.stage import (ArtifactError, atomic_path, file_digest, read_fingerprint, read_json,
                        write_json)
-from bow.store import read_skipped, store_fingerprint
-from bow.synth import make_default_dataset
+from bow.io.store import read_skipped, store_fingerprint
+from bow.data.synth import make_default_dataset
 from pipelines import (embed, embed_kwmlp, evaluate, fit_codebooks, pretrain_kwmlp, run_report,
                        train_autoencoders)
 from pipelines.cli import add_strict_option, clean_errors, report_skipped

@@ -8,10 +8,10 @@ section of an earlier run, from the ``MARKER`` line on, so reruns do not stack c
 * a table of the stages (what, up to date or done, seconds, output; a stage that was up to date
   shows the seconds it took when it was done, as recorded in an earlier run.json);
 * autoencoders: validation MSE per family (trained, and the random-encoder control) and
-  ``autoencoder_reconstructions.png`` (bow.figures.reconstruction_plot: a few evaluation
+  ``autoencoder_reconstructions.png`` (bow.report.figures.reconstruction_plot: a few evaluation
   chunks, one per label, beside each family's reconstruction);
 * codebooks: usage per family in the embedded stores and ``codebook_usage.png``
-  (bow.figures.codebook_usage_plot, trained vs random encoders);
+  (bow.report.figures.codebook_usage_plot, trained vs random encoders);
 * KW-MLP: the checkpoint given, or our own pretraining's accuracy and budget;
 * sweeps (pipelines.sweep): their plots when they have been run, else the commands.
 """
@@ -23,13 +23,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bow.autoencoder import Autoencoder
-from bow.corpus import logmel_clips
-from bow.figures import codebook_usage_plot, reconstruction_plot, store_usage, usage_stats
-from bow.report import markdown_table
-from bow.stage import atomic_path
-from bow.store import multi_hot
-from bow.tokens import FAMILIES
+from bow.bagofwords.autoencoder import Autoencoder
+from bow.data.clips import logmel_clips
+from bow.report.figures import codebook_usage_plot, reconstruction_plot, store_usage, usage_stats
+from bow.report.tables import markdown_table
+from bow.io.stage import atomic_path
+from bow.io.store import multi_hot
+from bow.bagofwords.tokens import FAMILIES
 from pipelines import embed, evaluate, train_autoencoders
 from pipelines.run_config import DEFAULT_DATA
 

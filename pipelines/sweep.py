@@ -23,7 +23,7 @@ are the run's own and are skipped when the run has done them (or run here when i
   blocks of the one model), then one head each. A depth beyond the checkpoint's is recorded
   as failed.
 Heads are the run's (``[evaluate]`` options and preset) with only the swept value changed,
-scored by the same protocol (bow.evaluation). Each point is written to
+scored by the same protocol (bow.heads.protocols). Each point is written to
 ``sweeps/<name>/points/<point>.json`` as soon as it is scored (or has failed), with a
 fingerprint of its head config and stores: a rerun skips finished points and recomputes
 changed ones. At the end: ``sweeps/<name>/results.csv`` and ``sweeps/<name>/<name>.png``
@@ -41,16 +41,16 @@ import math
 import time
 from pathlib import Path
 
-from bow.codebook import CODEBOOK_SIZES
-from bow.corpus import clips_fingerprint
-from bow.datasets import load_dataset
-from bow.evaluation import evaluate
-from bow.featureset import load_features
-from bow.figures import sweep_plot
-from bow.report import fmt, markdown_table, write_csv
-from bow.scene import ALGORITHMS
-from bow.stage import digest, file_digest, read_fingerprint, to_jsonable, write_json
-from bow.store import multi_hot, store_fingerprint
+from bow.bagofwords.codebook import CODEBOOK_SIZES
+from bow.data.clips import clips_fingerprint
+from bow.data.datasets import load_dataset
+from bow.heads.protocols import evaluate
+from bow.io.featureset import load_features
+from bow.report.figures import sweep_plot
+from bow.report.tables import fmt, markdown_table, write_csv
+from bow.kwmlp.scene import ALGORITHMS
+from bow.io.stage import digest, file_digest, read_fingerprint, to_jsonable, write_json
+from bow.io.store import multi_hot, store_fingerprint
 from pipelines import (embed, embed_kwmlp, fit_codebooks, run, run_config, run_report,
                        train_autoencoders)
 
@@ -232,7 +232,7 @@ class Context:
     data: Path
     artifacts: Path
     config: run_config.RunConfig
-    dataset: object     # bow.datasets.Dataset
+    dataset: object     # bow.data.datasets.Dataset
     device: str
     progress: bool
     log: object

@@ -4,7 +4,7 @@
 
 Reads the training clips (``--train-splits``), computes their log-mel once, holds out a seeded
 ``val_fraction`` of the readable ones for validation (early stopping) and trains the four
-autoencoders (``bow.autoencoder``) in turn. Writes ``<artifacts>/autoencoders/<family>.pt``,
+autoencoders (``bow.bagofwords.autoencoder``) in turn. Writes ``<artifacts>/autoencoders/<family>.pt``,
 ``history.json`` (per-epoch train and validation MSE, the clips skipped and why),
 ``timings.json`` (training seconds), ``config.json`` and ``fingerprint.json``. Checkpoints go
 to ``.checkpoints-<fingerprint>/`` after every epoch; a run that is stopped (even by SIGKILL)
@@ -14,7 +14,7 @@ again; checkpoints are deleted when the stage completes (with any left by runs o
 configurations). ``--encoder random`` writes the untrained, seeded initialisations (with the
 input standardisation fitted on the training tokens) to ``autoencoders-random/``: the control.
 
-Unreadable clips (``bow.audio.AudioError``) and rows of the labels file that are not clips
+Unreadable clips (``bow.audio.load.AudioError``) and rows of the labels file that are not clips
 (``Dataset.invalid``) are skipped, listed in history.json and printed (``--strict``: exit
 status 3 if any). The model files and history.json hold no wall-clock times, so the same seed,
 config and clips give the same bytes on CPU; the times are in timings.json.
@@ -29,13 +29,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bow.autoencoder import Autoencoder
-from bow.corpus import clips_fingerprint, holdout, logmel_clips, subset
-from bow.datasets import Clip, Dataset, load_dataset
+from bow.bagofwords.autoencoder import Autoencoder
+from bow.data.clips import clips_fingerprint, holdout, logmel_clips, subset
+from bow.data.datasets import Clip, Dataset, load_dataset
 from bow.runtime import resolve_device
-from bow.stage import (ArtifactError, clear_done, is_done, load_torch, locked, mark_done,
+from bow.io.stage import (ArtifactError, clear_done, is_done, load_torch, locked, mark_done,
                        read_fingerprint, read_json, stage_fingerprint, write_json)
-from bow.tokens import FAMILIES
+from bow.bagofwords.tokens import FAMILIES
 from pipelines.cli import (add_config_args, add_strict_option, clean_errors, common_parser,
                            config_from_args, report_skipped)
 

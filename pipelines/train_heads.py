@@ -3,10 +3,10 @@
     python -m pipelines.train_heads --features artifacts/stores/bow.h5 [--name NAME]
     python -m pipelines.train_heads --features bow.h5,kwmlp.h5    (or --features repeated)
 
-Several stores are concatenated chunk by chunk (``bow.featureset``: clips matched by fname,
-chunk counts must agree). The head (``bow.heads``) is trained on ``--train-splits``, stopped
+Several stores are concatenated chunk by chunk (``bow.io.featureset``: clips matched by fname,
+chunk counts must agree). The head (``bow.heads.model``) is trained on ``--train-splits``, stopped
 early on ``--val-splits`` (a seeded ``--val-fraction`` of the training clips when those hold
-no clip) and scored on ``--eval-splits`` (``bow.metrics``; no score when they hold no clip).
+no clip) and scored on ``--eval-splits`` (``bow.heads.metrics``; no score when they hold no clip).
 For a fold dataset such as ESC-10 give the folds, e.g. ``--train-splits 1,2,3
 --val-splits 4 --eval-splits 5``; ``python -m pipelines.evaluate`` runs the whole k-fold.
 
@@ -15,9 +15,9 @@ Output ``<artifacts>/heads/<name>/`` (name: the store names joined with "+"):
                 ``normaliser/scale``, ``normaliser/count_columns``): plain arrays, no pickle
   head.json     head config, vocabulary, input size, training history, best epoch
   scores.json   evaluation scores (map, d_prime, mean_auc, accuracy, per-class AP)
-  config.json, fingerprint.json   (bow.stage) the stage is skipped when the config and the
-                stores' fingerprints are unchanged. ``bow.heads.Head.load(dir)`` reads a head.
-Locks: exclusive on the head folder, shared on each store (bow.store.lock_dir).
+  config.json, fingerprint.json   (bow.io.stage) the stage is skipped when the config and the
+                stores' fingerprints are unchanged. ``bow.heads.model.Head.load(dir)`` reads a head.
+Locks: exclusive on the head folder, shared on each store (bow.io.store.lock_dir).
 """
 from __future__ import annotations
 
@@ -28,12 +28,12 @@ from pathlib import Path
 
 import numpy as np
 
-from bow.evaluation import split_clips
-from bow.featureset import FeatureSetError, load_features
-from bow.heads import Head, HeadConfig
-from bow.metrics import scores
-from bow.stage import clear_done, is_done, locked, mark_done, stage_fingerprint, write_json
-from bow.store import StoreError, lock_dir, store_fingerprint
+from bow.heads.protocols import split_clips
+from bow.io.featureset import FeatureSetError, load_features
+from bow.heads.model import Head, HeadConfig
+from bow.heads.metrics import scores
+from bow.io.stage import clear_done, is_done, locked, mark_done, stage_fingerprint, write_json
+from bow.io.store import StoreError, lock_dir, store_fingerprint
 from pipelines.cli import add_config_args, clean_errors, common_parser, config_from_args
 
 TrainHeadsConfig = HeadConfig  # the stage's config is the head's (paper defaults)

@@ -1,6 +1,6 @@
 """Small feature stores for the head tests: from real ESC-10 / FSD50K-mini audio, or synthetic.
 
-Two simple real-audio features per 1 s chunk (bow.audio.chunk, bow.features.LogMel):
+Two simple real-audio features per 1 s chunk (bow.audio.load.chunk, bow.audio.features.LogMel):
 * ``logmel``: the mean log-mel over time, (96,) float32, a dense store (kind "logmel");
 * ``counts``: for each of the 100 frames, the 4-band group (24 groups) holding its loudest mel
   band, counted: (24,) uint16 summing to 100, a count store (kind "bow"), standing in for the
@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 import torch
 
-from bow.audio import chunk, read_audio
-from bow.datasets import load_dataset
-from bow.features import LogMel
-from bow.store import ClipFeatures, merge, multi_hot, write_shard
+from bow.audio.load import chunk, read_audio
+from bow.data.datasets import load_dataset
+from bow.audio.features import LogMel
+from bow.io.store import ClipFeatures, merge, multi_hot, write_shard
 
 N_GROUPS = 24
 
@@ -84,7 +84,7 @@ def real_stores(root: Path, out_dir: Path, per_class_split: int = 2, n_classes: 
 
 
 class FakeClip:
-    """The fields of bow.datasets.Clip that write_store uses."""
+    """The fields of bow.data.datasets.Clip that write_store uses."""
 
     def __init__(self, fname, split, labels):
         self.fname, self.split, self.labels = fname, split, labels

@@ -1,10 +1,10 @@
-"""bow.audio: reading, mono/resampling, chunking, errors."""
+"""bow.audio.load: reading, mono/resampling, chunking, errors."""
 import numpy as np
 import pytest
 import soundfile as sf
 from scipy.signal import butter, resample_poly, sosfiltfilt
 
-from bow.audio import AudioError, chunk, n_chunks, read_audio
+from bow.audio.load import AudioError, chunk, n_chunks, read_audio
 
 from conftest import sine
 

@@ -1,4 +1,4 @@
-"""bow.audio against the bad-input corpus (bow.corrupt): every case read correctly or rejected.
+"""bow.audio.load against the bad-input corpus (tests.corrupt): every case read correctly or rejected.
 
 Each "ok" case must come back as float32 mono 16 kHz of the expected length (and, for the
 reference tone, the expected values within the format's precision); each "skip" case must
@@ -12,10 +12,10 @@ import soundfile as sf
 import torch
 import torchaudio.functional as AF
 
-import bow.audio as audio
-from bow.audio import AudioError, chunk, n_chunks, read_audio, to_mono_16k
-from bow.corrupt import Expectation, make_bad_corpus, reference_tone
-from bow.datasets import load_dataset
+import bow.audio.load as audio
+from bow.audio.load import AudioError, chunk, n_chunks, read_audio, to_mono_16k
+from tests.corrupt import Expectation, make_bad_corpus, reference_tone
+from bow.data.datasets import load_dataset
 
 LONG_SECONDS = 600.0
 

@@ -1,13 +1,13 @@
-"""bow.autoencoder: shapes, the folded fast encoder, the random control, resume, early stopping,
+"""bow.bagofwords.autoencoder: shapes, the folded fast encoder, the random control, resume, early stopping,
 files, and a short training on real ESC-10 tokens."""
 import pytest
 import torch
 from torch import nn
 
-from bow.autoencoder import Autoencoder
-from bow.corpus import logmel_clips
-from bow.datasets import load_dataset
-from bow.tokens import DIMS, FAMILIES, grid
+from bow.bagofwords.autoencoder import Autoencoder
+from bow.data.clips import logmel_clips
+from bow.data.datasets import load_dataset
+from bow.bagofwords.tokens import DIMS, FAMILIES, grid
 from tests.conftest import DEVICES
 
 TINY = dict(hidden=32, batch_size=32, steps_per_epoch=3, max_val_tokens=500)

@@ -1,7 +1,7 @@
-"""Every stage that reads audio on the bad-input corpus (bow.corrupt), in both layouts.
+"""Every stage that reads audio on the bad-input corpus (tests.corrupt), in both layouts.
 
 Each case of ``make_bad_corpus`` is either embedded with exactly the chunk rows of
-``bow.audio.chunk(read_audio(path))`` or skipped with a reason naming the problem, in the
+``bow.audio.load.chunk(read_audio(path))`` or skipped with a reason naming the problem, in the
 store's /skipped table and in the printed summary; the command exits 0, and 3 with --strict
 (the store is written all the same); no clip has partial rows. The training stages
 (train_autoencoders, fit_codebooks, pretrain_kwmlp) skip the bad training clips and report
@@ -16,10 +16,10 @@ import json
 import numpy as np
 import pytest
 
-from bow.audio import n_chunks, read_audio
-from bow.corrupt import make_bad_corpus
-from bow.datasets import load_dataset
-from bow.store import read
+from bow.audio.load import n_chunks, read_audio
+from tests.corrupt import make_bad_corpus
+from bow.data.datasets import load_dataset
+from bow.io.store import read
 from pipelines import embed, embed_kwmlp, fit_codebooks, pretrain_kwmlp, train_autoencoders
 from pipelines.cli import SHOW_SKIPPED, STRICT_EXIT
 
@@ -74,7 +74,7 @@ def _training_skips(data, expectations, splits=("train",)) -> set[str]:
 
 
 def check_store(path, expectations, lengths) -> None:
-    """Every ok case embedded with the chunk rows of bow.audio.chunk(read_audio(path)), every
+    """Every ok case embedded with the chunk rows of bow.audio.load.chunk(read_audio(path)), every
     skip case in /skipped with its reason, nothing else, and no partial rows."""
     s = read(path)
     ok = {f: e for f, e in expectations.items() if e.outcome == "ok"}

@@ -1,15 +1,15 @@
-"""bow.bagofwords: histograms of 143 tokens per chunk, batches, normalisation, token masking."""
+"""bow.bagofwords.model: histograms of 143 tokens per chunk, batches, normalisation, token masking."""
 import numpy as np
 import pytest
 import torch
 
-from bow.autoencoder import Autoencoder
-from bow.bagofwords import (BagOfWords, clip_vector, family_codes, histograms, mask_counts,
+from bow.bagofwords.autoencoder import Autoencoder
+from bow.bagofwords.model import (BagOfWords, clip_vector, family_codes, histograms, mask_counts,
                             normalise)
-from bow.codebook import Codebook
-from bow.corpus import logmel_clips
-from bow.datasets import load_dataset
-from bow.tokens import COUNTS, DIMS, FAMILIES, grid
+from bow.bagofwords.codebook import Codebook
+from bow.data.clips import logmel_clips
+from bow.data.datasets import load_dataset
+from bow.bagofwords.tokens import COUNTS, DIMS, FAMILIES, grid
 
 D = 16
 

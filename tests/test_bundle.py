@@ -12,14 +12,14 @@ import pytest
 import torch
 
 from benchmarks.hear_memory import random_bundle
-from bow import bundle
-from bow.audio import read_audio
-from bow.bagofwords import BagOfWords, normalise
-from bow.datasets import load_dataset
-from bow.features import LogMel
+from bow.bagofwords import bundle
+from bow.audio.load import read_audio
+from bow.bagofwords.model import BagOfWords, normalise
+from bow.data.datasets import load_dataset
+from bow.audio.features import LogMel
 from bow.hear import bow as hear_bow
-from bow.store import read as read_store
-from bow.tokens import FAMILIES
+from bow.io.store import read as read_store
+from bow.bagofwords.tokens import FAMILIES
 from conftest import linked_dataset, sine
 from pipelines import embed, export_bundle, fit_codebooks, train_autoencoders
 from pipelines.embed import EmbedConfig

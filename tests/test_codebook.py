@@ -1,15 +1,15 @@
-"""bow.codebook: FAISS k-means against brute force and scikit-learn, statistics, files, errors."""
+"""bow.bagofwords.codebook: FAISS k-means against brute force and scikit-learn, statistics, files, errors."""
 import json
 
 import numpy as np
 import pytest
 from sklearn.cluster import KMeans
 
-from bow.autoencoder import Autoencoder
-from bow.bagofwords import family_codes
-from bow.codebook import Codebook, CodebookError, faiss_gpus
-from bow.corpus import logmel_clips
-from bow.datasets import load_dataset
+from bow.bagofwords.autoencoder import Autoencoder
+from bow.bagofwords.model import family_codes
+from bow.bagofwords.codebook import Codebook, CodebookError, faiss_gpus
+from bow.data.clips import logmel_clips
+from bow.data.datasets import load_dataset
 
 
 @pytest.fixture(scope="module")

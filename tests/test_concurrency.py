@@ -1,7 +1,7 @@
 """Two runs on the same artifacts: the second one stops at once with a clear message.
 
 Each stage holds an exclusive lock on the folder it writes and shared locks on the folders it
-reads (bow.stage.locked). A second stage that would write the same folder, or read a folder
+reads (bow.io.stage.locked). A second stage that would write the same folder, or read a folder
 being written, exits with status 1 and one line naming the folder, the holder's pid and
 command, and what to do; the first run is not disturbed. Different outputs (e.g. two stores)
 lock different folders, and a killed holder's lock disappears with it.
@@ -17,11 +17,11 @@ from pathlib import Path
 
 import pytest
 
-from bow.autoencoder import Autoencoder
-from bow.stage import LockedError, locked, read_fingerprint
-from bow.store import lock_dir
-from bow.synth import make_default_dataset
-from bow.tokens import FAMILIES
+from bow.bagofwords.autoencoder import Autoencoder
+from bow.io.stage import LockedError, locked, read_fingerprint
+from bow.io.store import lock_dir
+from bow.data.synth import make_default_dataset
+from bow.bagofwords.tokens import FAMILIES
 from pipelines import embed, fit_codebooks
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -111,7 +111,7 @@ def test_lock_granularity(tmp_path):
 
 HOLD = """
 import sys, time
-from bow.stage import locked
+from bow.io.stage import locked
 with locked(sys.argv[1]):
     open(sys.argv[2], "w").close()
     time.sleep(600)

@@ -27,9 +27,9 @@ import numpy as np
 import pytest
 import torch
 
-from bow.stage import load_torch
-from bow.synth import make_default_dataset
-from bow.tokens import FAMILIES
+from bow.io.stage import load_torch
+from bow.data.synth import make_default_dataset
+from bow.bagofwords.tokens import FAMILIES
 from pipelines import embed, embed_kwmlp, fit_codebooks, train_autoencoders
 
 pytestmark = pytest.mark.slow
@@ -181,7 +181,7 @@ def test_embed_kwmlp_resumes_to_the_same_store(data, kwmlp_dir, tmp_path):
 MERGE = """
 import sys
 from pathlib import Path
-from bow.store import merge
+from bow.io.store import merge
 folder = Path(sys.argv[1])
 merge(sorted(folder.glob("shard-*.h5")), folder / "store.h5", vocabulary=["a", "b"], kind="bow",
       config={"x": 1}, fingerprint="f" * 64, upstream={}, code_version="0")
@@ -189,8 +189,8 @@ merge(sorted(folder.glob("shard-*.h5")), folder / "store.h5", vocabulary=["a", "
 
 
 def test_a_merge_killed_at_any_point_leaves_no_store(tmp_path):
-    from bow.sharded import remove_leftovers
-    from bow.store import ClipFeatures, merge, read, write_shard
+    from bow.io.sharded import remove_leftovers
+    from bow.io.store import ClipFeatures, merge, read, write_shard
     rng = np.random.default_rng(0)
     for s in range(80):
         items = [ClipFeatures(f"c{s}_{i}", "train", np.array([1, 0], np.uint8),

@@ -1,7 +1,7 @@
-"""bow.datasets: both layouts on the shared data, invalid rows, layout errors."""
+"""bow.data.datasets: both layouts on the shared data, invalid rows, layout errors."""
 import pytest
 
-from bow.datasets import DatasetError, load_dataset
+from bow.data.datasets import DatasetError, load_dataset
 
 
 def test_labels_csv_layout(esc10_dir):

@@ -16,8 +16,8 @@ import shutil
 
 import pytest
 
-from bow.synth import make_default_dataset
-from bow.tokens import FAMILIES
+from bow.data.synth import make_default_dataset
+from bow.bagofwords.tokens import FAMILIES
 from pipelines import (embed, embed_kwmlp, fit_codebooks, pretrain_kwmlp, train_autoencoders,
                        train_heads)
 

@@ -1,4 +1,4 @@
-"""bow.features: log-mel and MFCC shapes, a tone's band, batch consistency, MFCC vs numpy."""
+"""bow.audio.features: log-mel and MFCC shapes, a tone's band, batch consistency, MFCC vs numpy."""
 import math
 
 import numpy as np
@@ -6,8 +6,8 @@ import pytest
 import torch
 from scipy.fft import dct
 
-from bow.audio import chunk, read_audio
-from bow.features import MFCC, LogMel
+from bow.audio.load import chunk, read_audio
+from bow.audio.features import MFCC, LogMel
 
 from conftest import DEVICES, sine
 

@@ -1,13 +1,13 @@
-"""bow.figures: codebook usage, autoencoder reconstructions, sweep plots."""
+"""bow.report.figures: codebook usage, autoencoder reconstructions, sweep plots."""
 import numpy as np
 import pytest
 import torch
 
-from bow.autoencoder import Autoencoder
-from bow.figures import (TILED, codebook_usage_plot, reconstruct, reconstruction_plot,
+from bow.bagofwords.autoencoder import Autoencoder
+from bow.report.figures import (TILED, codebook_usage_plot, reconstruct, reconstruction_plot,
                          store_usage, sweep_plot, ungrid, usage_stats)
-from bow.store import ClipFeatures, merge, write_shard
-from bow.tokens import FAMILIES, grid
+from bow.io.store import ClipFeatures, merge, write_shard
+from bow.bagofwords.tokens import FAMILIES, grid
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

@@ -1,12 +1,12 @@
-"""bow.heads: masking, normalisation, learning, determinism, save/load (synthetic, real)."""
+"""bow.heads.model: masking, normalisation, learning, determinism, save/load (synthetic, real)."""
 import numpy as np
 import pytest
 import torch
 
-from bow.evaluation import evaluate, train_and_score
-from bow.featureset import load_features
-from bow.heads import Head, HeadConfig, Normaliser, mask_tokens
-from bow.metrics import clip_probabilities, mean_average_precision
+from bow.heads.protocols import evaluate, train_and_score
+from bow.io.featureset import load_features
+from bow.heads.model import Head, HeadConfig, Normaliser, mask_tokens
+from bow.heads.metrics import clip_probabilities, mean_average_precision
 from conftest import DEVICES
 from heads_data import one_torch_thread  # noqa: F401  (autouse fixture)
 from heads_data import real_features, real_stores, synthetic_counts, write_store

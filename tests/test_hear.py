@@ -20,12 +20,12 @@ import pytest
 import torch
 
 from benchmarks.hear_memory import random_bundle
-from bow.audio import chunk, read_audio
-from bow.bagofwords_embed import BagOfWordsEmbedder, n_windows, timestamp_windows
-from bow.features import LogMel
+from bow.audio.load import chunk, read_audio
+from bow.bagofwords.embed import BagOfWordsEmbedder, n_windows, timestamp_windows
+from bow.audio.features import LogMel
 from bow.hear import bow as hear_bow
 from bow.hear import kwmlp as hear_kwmlp
-from bow.kwmlp import KWMLP, save_checkpoint
+from bow.kwmlp.model import KWMLP, save_checkpoint
 from conftest import DEVICES, IN_CI, sine
 
 ROOT = Path(__file__).resolve().parents[1]

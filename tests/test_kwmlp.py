@@ -5,11 +5,11 @@ import numpy as np
 import pytest
 import torch
 
-from bow.audio import n_chunks
-from bow.kwmlp import KWMLP, CheckpointError, load_checkpoint, save_checkpoint
-from bow.kwmlp_embed import (KWMLPEmbedder, get_scene_embeddings, get_timestamp_embeddings,
+from bow.audio.load import n_chunks
+from bow.kwmlp.model import KWMLP, CheckpointError, load_checkpoint, save_checkpoint
+from bow.kwmlp.embed import (KWMLPEmbedder, get_scene_embeddings, get_timestamp_embeddings,
                              n_timestamps)
-from bow.kwmlp_train import TrainSettings, spec_augment, train_step
+from bow.kwmlp.train import TrainSettings, spec_augment, train_step
 from bow.runtime import generator
 from conftest import sine
 

@@ -1,10 +1,10 @@
-"""bow.metrics against hand-computed values and a brute-force reference."""
+"""bow.heads.metrics against hand-computed values and a brute-force reference."""
 import math
 
 import numpy as np
 import pytest
 
-from bow.metrics import (accuracy, clip_probabilities, d_prime, d_prime_from_auc,
+from bow.heads.metrics import (accuracy, clip_probabilities, d_prime, d_prime_from_auc,
                          is_single_label, mean_average_precision, per_class_ap, per_class_auc,
                          scores)
 

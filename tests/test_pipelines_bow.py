@@ -10,12 +10,12 @@ import shutil
 import numpy as np
 import pytest
 
-from bow.audio import chunk, read_audio
-from bow.datasets import load_dataset
-from bow.stage import read_fingerprint
-from bow.store import read, store_fingerprint
+from bow.audio.load import chunk, read_audio
+from bow.data.datasets import load_dataset
+from bow.io.stage import read_fingerprint
+from bow.io.store import read, store_fingerprint
 from conftest import linked_dataset
-from bow.tokens import FAMILIES
+from bow.bagofwords.tokens import FAMILIES
 from pipelines import embed, fit_codebooks, train_autoencoders
 from pipelines.embed import EmbedConfig
 from pipelines.fit_codebooks import FitCodebooksConfig
@@ -54,7 +54,7 @@ def test_end_to_end_on_fsd50k_layout(mini_run, fsd50k_mini_dir):
     assert sorted(set(s.split)) == ["eval", "train", "val"]
     assert s.chunks.shape == (s.offsets[-1], 64) and s.chunks.dtype == np.uint16
     assert (s.chunks.sum(1) == 143).all()
-    for i in (0, 17, 399):                                 # chunk rows align with bow.audio.chunk
+    for i in (0, 17, 399):                                 # chunk rows align with bow.audio.load.chunk
         clip = dataset.clips[i]
         assert len(s.chunk_vectors(i)) == len(chunk(read_audio(clip.path)))
         np.testing.assert_allclose(s.clips[i], s.chunk_vectors(i).mean(0), rtol=1e-6)

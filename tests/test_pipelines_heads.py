@@ -6,8 +6,8 @@ import h5py
 import numpy as np
 import pytest
 
-from bow.featureset import FeatureSetError, load_features
-from bow.heads import Head
+from bow.io.featureset import FeatureSetError, load_features
+from bow.heads.model import Head
 from heads_data import one_torch_thread  # noqa: F401  (autouse fixture)
 from heads_data import FakeClip, real_stores, synthetic_counts, write_store
 from pipelines import evaluate, train_heads

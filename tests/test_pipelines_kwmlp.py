@@ -8,12 +8,12 @@ import pytest
 import soundfile as sf
 import torch
 
-import bow.kwmlp_train
-from bow.audio import n_chunks, read_audio
-from bow.datasets import load_dataset
-from bow.kwmlp import load_checkpoint
-from bow.kwmlp_embed import KWMLPEmbedder
-from bow.store import read
+import bow.kwmlp.train
+from bow.audio.load import n_chunks, read_audio
+from bow.data.datasets import load_dataset
+from bow.kwmlp.model import load_checkpoint
+from bow.kwmlp.embed import KWMLPEmbedder
+from bow.io.store import read
 from pipelines import embed_kwmlp, pretrain_kwmlp
 
 TINY = dict(depth=2, epochs=2, warmup_epochs=1, batch_size=8)
@@ -85,7 +85,7 @@ def test_pretrain_writes_authors_format_and_resumes(speech_commands, tmp_path, m
     assert best.stat().st_mtime_ns == mtime                     # done: skipped
 
     # interrupted after epoch 1, then resumed: the same weights as the uninterrupted run
-    real_evaluate, calls = bow.kwmlp_train.evaluate, []
+    real_evaluate, calls = bow.kwmlp.train.evaluate, []
 
     def crash_on_epoch_2(*args, **kwargs):
         calls.append(1)
@@ -93,10 +93,10 @@ def test_pretrain_writes_authors_format_and_resumes(speech_commands, tmp_path, m
             raise KeyboardInterrupt
         return real_evaluate(*args, **kwargs)
 
-    monkeypatch.setattr(bow.kwmlp_train, "evaluate", crash_on_epoch_2)
+    monkeypatch.setattr(bow.kwmlp.train, "evaluate", crash_on_epoch_2)
     with pytest.raises(KeyboardInterrupt):
         pretrain_kwmlp.run(speech_commands, tmp_path / "b", config, "cpu", progress=False)
-    monkeypatch.setattr(bow.kwmlp_train, "evaluate", real_evaluate)
+    monkeypatch.setattr(bow.kwmlp.train, "evaluate", real_evaluate)
     assert torch.load(tmp_path / "b/kwmlp/last.pt", weights_only=True)["epoch"] == 1
     resumed = pretrain_kwmlp.run(speech_commands, tmp_path / "b", config, "cpu", False)
     a = torch.load(tmp_path / "a/kwmlp/last.pt", weights_only=True)["model_state_dict"]

@@ -1,9 +1,9 @@
-"""bow.report: tables, CSV and plots from plain rows and result dicts."""
+"""bow.report.tables: tables, CSV and plots from plain rows and result dicts."""
 import csv
 
 import numpy as np
 
-from bow.report import (bar_plot, fmt, heatmap_plot, line_plot, markdown_table, mean_std,
+from bow.report.tables import (bar_plot, fmt, heatmap_plot, line_plot, markdown_table, mean_std,
                         result_rows, write_csv, write_report)
 
 PNG = b"\x89PNG\r\n\x1a\n"

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bow.datasets import load_dataset
-from bow.store import multi_hot
+from bow.data.datasets import load_dataset
+from bow.io.store import multi_hot
 from pipelines import run, run_config, run_report
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -15,12 +15,12 @@ import numpy as np
 import pytest
 import torch
 
-from bow.autoencoder import Autoencoder
-from bow.codebook import Codebook, CodebookError
-from bow.heads import Head, HeadConfig
-from bow.kwmlp import KWMLP, CheckpointError, load_checkpoint, save_checkpoint
-from bow.stage import ArtifactError, load_torch, read_json, save_torch
-from bow.store import StoreError, read
+from bow.bagofwords.autoencoder import Autoencoder
+from bow.bagofwords.codebook import Codebook, CodebookError
+from bow.heads.model import Head, HeadConfig
+from bow.kwmlp.model import KWMLP, CheckpointError, load_checkpoint, save_checkpoint
+from bow.io.stage import ArtifactError, load_torch, read_json, save_torch
+from bow.io.store import StoreError, read
 from pipelines import embed, embed_kwmlp, fit_codebooks
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -163,7 +163,7 @@ def test_codebook_files(tmp_path):
 
 def test_head_files(tmp_path):
     rng = np.random.default_rng(0)
-    from bow.featureset import FeatureSet
+    from bow.io.featureset import FeatureSet
     chunks = rng.integers(0, 5, size=(40, 8)).astype(np.float32)
     labels = np.eye(2, dtype=np.uint8)[rng.integers(0, 2, 20)]
     data = FeatureSet(chunks, np.arange(0, 41, 2, dtype=np.int64), labels,
@@ -200,7 +200,7 @@ def test_json_sidecars(tmp_path):
 
 
 def test_damaged_stores(tmp_path):
-    from bow.store import ClipFeatures, merge, write_shard
+    from bow.io.store import ClipFeatures, merge, write_shard
     item = ClipFeatures("a", "train", np.array([1], np.uint8), np.ones((2, 3), np.uint16),
                         np.ones(3, np.float32))
     write_shard(tmp_path / "s.h5", [item])
@@ -223,7 +223,7 @@ def _last_line(err: str) -> str:
 
 def test_stages_report_bad_files_without_a_traceback(tmp_path, capsys, autoencoder_file):
     """A damaged model file under a stage: one line naming it, exit status 1."""
-    from bow.synth import make_default_dataset
+    from bow.data.synth import make_default_dataset
     data = make_default_dataset(tmp_path / "data", n_dev=6, n_eval=2, max_seconds=1.0)
     art = tmp_path / "art"
     ae_dir = art / "autoencoders"

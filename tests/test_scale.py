@@ -16,12 +16,12 @@ import pytest
 import soundfile as sf
 import torch
 
-from bow.audio import AudioError, chunk, read_audio
-from bow.datasets import load_dataset
-from bow.kwmlp import KWMLP
-from bow.kwmlp_embed import KWMLPEmbedder
-from bow.precision import check_precision, compare_codes, encoder_precision
-from bow.readahead import read_ahead
+from bow.audio.load import AudioError, chunk, read_audio
+from bow.data.datasets import load_dataset
+from bow.kwmlp.model import KWMLP
+from bow.kwmlp.embed import KWMLPEmbedder
+from bow.runtime import check_precision, compare_codes, encoder_precision
+from bow.audio.readahead import read_ahead
 from pipelines import embed, embed_kwmlp, fit_codebooks, train_autoencoders
 from tests.conftest import linked_dataset, sine
 
@@ -209,8 +209,8 @@ def test_kwmlp_embed_is_the_same_serially_with_jobs_and_on_dask(small_set, kwmlp
 @pytest.mark.parametrize("precision", ["tf32", "bf16"])
 def test_reduced_precision_stays_close_to_fp32(precision, small_set, bow_models, kwmlp_dir):
     from benchmarks.precision_check import bow_drift, kwmlp_drift
-    from bow.bagofwords import BagOfWords
-    from bow.kwmlp import load_checkpoint
+    from bow.bagofwords.model import BagOfWords
+    from bow.kwmlp.model import load_checkpoint
     audios = [read_audio(c.path) for c in load_dataset(small_set).clips]
     bag = BagOfWords.load(bow_models / "autoencoders", bow_models / "codebooks", "cuda")
     drift = bow_drift(bag, audios, precision)

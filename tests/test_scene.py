@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from bow.scene import scene_embedding, scene_embeddings
+from bow.kwmlp.scene import scene_embedding, scene_embeddings
 
 
 def interp(x: np.ndarray, size: int) -> np.ndarray:

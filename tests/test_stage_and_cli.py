@@ -1,10 +1,10 @@
-"""bow.stage bookkeeping and pipelines.cli config resolution."""
+"""bow.io.stage bookkeeping and pipelines.cli config resolution."""
 import argparse
 from dataclasses import dataclass, field
 
 import pytest
 
-from bow.stage import (LockedError, atomic_path, digest, is_done, locked, mark_done,
+from bow.io.stage import (LockedError, atomic_path, digest, is_done, locked, mark_done,
                        stage_fingerprint)
 from pipelines.cli import add_config_args, config_from_args
 

@@ -1,11 +1,11 @@
-"""bow.store and bow.sharded: round trip, offsets across shards, skipped table, plain h5py."""
+"""bow.io.store and bow.io.sharded: round trip, offsets across shards, skipped table, plain h5py."""
 import h5py
 import numpy as np
 import pytest
 
-from bow.datasets import Clip
-from bow.sharded import embed_to_store, shard_dir
-from bow.store import ClipFeatures, StoreError, merge, multi_hot, read, write_shard
+from bow.data.datasets import Clip
+from bow.io.sharded import embed_to_store, shard_dir
+from bow.io.store import ClipFeatures, StoreError, merge, multi_hot, read, write_shard
 
 VOCAB = ["a", "b", "c"]
 

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from bow.synth import make_default_dataset
+from bow.data.synth import make_default_dataset
 from pipelines import run_config, sweep
 from tests.heads_data import one_torch_thread, synthetic_counts, write_store  # noqa: F401
 

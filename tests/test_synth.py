@@ -1,4 +1,4 @@
-"""bow.synth: the built-in default dataset (layout, sizes, labels, determinism, learnability)."""
+"""bow.data.synth: the built-in default dataset (layout, sizes, labels, determinism, learnability)."""
 import collections
 import csv
 import hashlib
@@ -11,11 +11,11 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-import bow.synth as synth
-from bow.audio import chunk, read_audio
-from bow.datasets import DatasetError, load_dataset
-from bow.features import LogMel
-from bow.synth import CLASSES, MARKER, make_default_dataset
+import bow.data.synth as synth
+from bow.audio.load import chunk, read_audio
+from bow.data.datasets import DatasetError, load_dataset
+from bow.audio.features import LogMel
+from bow.data.synth import CLASSES, MARKER, make_default_dataset
 
 SMALL = dict(n_dev=10, n_eval=4)
 
@@ -103,7 +103,7 @@ def test_killed_generation_leaves_nothing_that_looks_complete(tmp_path, monkeypa
 def test_refuses_to_overwrite_a_folder_it_did_not_make(tmp_path):
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("keep me")
-    with pytest.raises(DatasetError, match="not made by bow.synth"):
+    with pytest.raises(DatasetError, match="not made by bow.data.synth"):
         make_default_dataset(tmp_path / "mine", **SMALL)
     assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
 

@@ -1,11 +1,11 @@
-"""bow.tokens: shapes, exact tiling, thumbnail, random crops."""
+"""bow.bagofwords.tokens: shapes, exact tiling, thumbnail, random crops."""
 import pytest
 import torch
 import torch.nn.functional as F
 
-from bow import tokens
-from bow.audio import chunk, read_audio
-from bow.features import LogMel
+from bow.bagofwords import tokens
+from bow.audio.load import chunk, read_audio
+from bow.audio.features import LogMel
 
 
 @pytest.fixture(scope="module")

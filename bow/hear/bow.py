@@ -1,4 +1,4 @@
-"""HEAR 2021 API for the bag-of-words model: a thin wrapper over bow.bagofwords_embed.
+"""HEAR 2021 API for the bag-of-words model: a thin wrapper over bow.bagofwords.embed.
 
     model = load_model("artifacts/bundles/bow.npz")     # python -m pipelines.export_bundle
     emb, ts = get_timestamp_embeddings(audio, model)     # (n, T, 4 D), (n, T) ms, every 50 ms
@@ -7,9 +7,9 @@
 The scene embedding is the clip vector of the feature store (mean of the 1 s chunks' code
 counts). The timestamp embedding at t (0, 50, 100, ... ms up to the clip's length) is the code
 histogram of the 1 s window centred on t, moved inside the clip at its ends; the window at the
-middle of chunk j is chunk j itself. See bow.bagofwords_embed for the design, its cost (4.1
+middle of chunk j is chunk j itself. See bow.bagofwords.embed for the design, its cost (4.1
 times the chunk vectors') and memory (pieces of ``piece_chunks`` chunks). Both are raw counts
-unless the bundle says otherwise (its ``normalise``: sqrt or log1p, bow.bagofwords.normalise).
+unless the bundle says otherwise (its ``normalise``: sqrt or log1p, bow.bagofwords.model.normalise).
 The encoders run on the audio's device (built from the bundle on first use of each device);
 code assignment (FAISS) runs on the CPU.
 """
@@ -19,12 +19,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from bow.audio import SAMPLE_RATE
-from bow.bagofwords import BagOfWords, normalise
-from bow.bagofwords_embed import PIECE_CHUNKS, BagOfWordsEmbedder, timestamps_ms
-from bow.bundle import Bundle, read
+from bow.audio.load import SAMPLE_RATE
+from bow.bagofwords.model import BagOfWords, normalise
+from bow.bagofwords.embed import PIECE_CHUNKS, BagOfWordsEmbedder, timestamps_ms
+from bow.bagofwords.bundle import Bundle, read
 from bow.hear import check_audio
-from bow.tokens import FAMILIES
+from bow.bagofwords.tokens import FAMILIES
 
 
 class BagOfWordsModel(nn.Module):
@@ -49,8 +49,8 @@ class BagOfWordsModel(nn.Module):
 
 
 def load_model(model_file_path: str = "") -> BagOfWordsModel:
-    """A bundle written by ``python -m pipelines.export_bundle`` (bow.bundle); raises
-    bow.bundle.BundleError naming the file and the problem for anything else."""
+    """A bundle written by ``python -m pipelines.export_bundle`` (bow.bagofwords.bundle); raises
+    bow.bagofwords.bundle.BundleError naming the file and the problem for anything else."""
     if not model_file_path:
         raise ValueError("bow.hear.bow needs a bundle: write one with "
                          "python -m pipelines.export_bundle (artifacts/bundles/bow.npz)")

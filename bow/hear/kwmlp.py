@@ -1,15 +1,15 @@
-"""HEAR 2021 API for KW-MLP: a thin wrapper over bow.kwmlp_embed (the authors' procedure).
+"""HEAR 2021 API for KW-MLP: a thin wrapper over bow.kwmlp.embed (the authors' procedure).
 
     model = load_model("../shared/kwmlp/kwmlp.pth")   # or artifacts/kwmlp/best.pth
     emb, ts = get_timestamp_embeddings(audio, model)   # (n, T, 64), (n, T) ms, T = samples // 160
     scene = get_scene_embeddings(audio, model)         # (n, 1024)
 
 Timestamp embeddings every 10 ms and the scene embedding are those of the authors' HEAR
-package (bow.kwmlp_embed reproduces its golden outputs); each clip of a batch is embedded as if
-alone. Memory: clips are handed to bow.kwmlp_embed in groups of at most ``group_chunks`` 1 s
+package (bow.kwmlp.embed reproduces its golden outputs); each clip of a batch is embedded as if
+alone. Memory: clips are handed to bow.kwmlp.embed in groups of at most ``group_chunks`` 1 s
 chunks (256; a longer clip alone), whose encoder sees ``batch_chunks`` chunks at a time, so
 working memory is bounded whatever the batch; what grows with a clip is its audio (with the
-padded copies bow.kwmlp_embed makes), its (100 s - 2, 64) token sequence (25.6 KB per second)
+padded copies bow.kwmlp.embed makes), its (100 s - 2, 64) token sequence (25.6 KB per second)
 and the output: 20 minutes add about 0.4 GiB (benchmarks/hear_memory.py).
 """
 from __future__ import annotations
@@ -18,19 +18,19 @@ import numpy as np
 import torch
 from torch import nn
 
-from bow.audio import CHUNK_SAMPLES, SAMPLE_RATE
+from bow.audio.load import CHUNK_SAMPLES, SAMPLE_RATE
 from bow.hear import check_audio
-from bow.kwmlp import KWMLP, load_checkpoint
-from bow.kwmlp_embed import PAD_END, PAD_FRONT, KWMLPEmbedder, n_timestamps, timestamps_ms
-from bow.scene import N_STEPS
+from bow.kwmlp.model import KWMLP, load_checkpoint
+from bow.kwmlp.embed import PAD_END, PAD_FRONT, KWMLPEmbedder, n_timestamps, timestamps_ms
+from bow.kwmlp.scene import N_STEPS
 
 GROUP_CHUNKS = 256
 
 
 class KWMLPModel(nn.Module):
     """A KW-MLP encoder with the HEAR attributes. ``group_chunks`` bounds the 1 s chunks of the
-    clips handed to bow.kwmlp_embed at once, ``batch_chunks`` those per encoder call (None:
-    bow.kwmlp_embed's default)."""
+    clips handed to bow.kwmlp.embed at once, ``batch_chunks`` those per encoder call (None:
+    bow.kwmlp.embed's default)."""
 
     sample_rate = SAMPLE_RATE
 
@@ -45,7 +45,7 @@ class KWMLPModel(nn.Module):
 
 def load_model(model_file_path: str = "") -> KWMLPModel:
     """A checkpoint in the authors' format (``{"model_state_dict": ...}``): their kwmlp.pth or
-    pipelines.pretrain_kwmlp's best.pth. Raises bow.kwmlp.CheckpointError for other files."""
+    pipelines.pretrain_kwmlp's best.pth. Raises bow.kwmlp.model.CheckpointError for other files."""
     if not model_file_path:
         raise ValueError("bow.hear.kwmlp needs a checkpoint: the authors' kwmlp.pth or "
                          "artifacts/kwmlp/best.pth from python -m pipelines.pretrain_kwmlp")
@@ -60,7 +60,7 @@ def _groups(n_samples: int, n: int, group_chunks: int) -> list[list[int]]:
 
 
 def _embed(audio: torch.Tensor, model: KWMLPModel):
-    """Yield (clip index, bow.kwmlp_embed.ClipEmbedding) for every clip of the batch."""
+    """Yield (clip index, bow.kwmlp.embed.ClipEmbedding) for every clip of the batch."""
     audio = check_audio(audio)
     clips = audio.detach().to("cpu", torch.float32).numpy()
     batch = {} if model.batch_chunks is None else {"batch_chunks": model.batch_chunks}

@@ -17,7 +17,7 @@ Schema (N clips, M chunks in all, C labels; README.md documents it for users):
 
 Datasets are lzf-compressed and chunked in blocks of about 256 KiB. A shard has the same
 layout without /vocabulary; ``merge`` concatenates shards in order into the final file.
-Every file is written under a temporary name and renamed when complete (``bow.stage``), so a
+Every file is written under a temporary name and renamed when complete (``bow.io.stage``), so a
 killed writer never leaves a part of a store under its final name. Datasets are created
 without HDF5's creation/modification times (``track_times=False``) and always in the same
 order, so the same clips and config give the same bytes.
@@ -34,7 +34,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from bow.stage import atomic_path
+from bow.io.stage import atomic_path
 
 FORMAT_VERSION = 1
 STR = h5py.string_dtype()
@@ -107,7 +107,7 @@ def _create(group: h5py.Group, name: str, data: np.ndarray, dtype=None):
 
 
 def lock_dir(path: str | Path) -> Path:
-    """The folder whose ``.lock`` guards the store ``path`` (bow.stage.locked)."""
+    """The folder whose ``.lock`` guards the store ``path`` (bow.io.stage.locked)."""
     path = Path(path)
     return path.parent / f".{path.name}.lock"
 
@@ -160,7 +160,7 @@ def _append(dst: h5py.Dataset, data: np.ndarray) -> None:
 def merge(shards: list[str | Path], out_path: str | Path, *, vocabulary: list[str],
           kind: str, config, fingerprint: str, upstream: dict, code_version: str) -> None:
     """Concatenate shards, in order, into the final store at ``out_path`` (atomically)."""
-    from bow.stage import to_jsonable
+    from bow.io.stage import to_jsonable
     with atomic_path(out_path) as tmp, h5py.File(tmp, "w") as out:
         out.attrs.update({"format": "bow-store", "format_version": FORMAT_VERSION, "kind": kind,
                           "config": json.dumps(to_jsonable(config), sort_keys=True),

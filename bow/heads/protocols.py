@@ -20,9 +20,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from bow.featureset import FeatureSet
-from bow.heads import Head, HeadConfig
-from bow.metrics import scores
+from bow.io.featureset import FeatureSet
+from bow.heads.model import Head, HeadConfig
+from bow.heads.metrics import scores
 
 PROTOCOLS = ("auto", "splits", "kfold")
 SCORES = ("map", "d_prime", "mean_auc", "accuracy")

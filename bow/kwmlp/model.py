@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from bow.stage import ArtifactError
+from bow.io.stage import ArtifactError
 
 N_MFCC = 40
 N_FRAMES = 98

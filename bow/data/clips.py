@@ -1,8 +1,8 @@
 """Training material for the bag-of-words model: log-mel of clips, held-out clips, fingerprints.
 
-``logmel_clips`` reads each clip (``bow.audio.read_audio``), cuts it into 1 s chunks
-(``bow.audio.chunk``, default tail rule) and computes the (96, 100) log-mel of every chunk
-(``bow.features.LogMel``), kept as float16 (19.2 KB a chunk: about 5.5 GB for FSD50K's 80 h
+``logmel_clips`` reads each clip (``bow.audio.load.read_audio``), cuts it into 1 s chunks
+(``bow.audio.load.chunk``, default tail rule) and computes the (96, 100) log-mel of every chunk
+(``bow.audio.features.LogMel``), kept as float16 (19.2 KB a chunk: about 5.5 GB for FSD50K's 80 h
 of dev audio; pass ``max_clips`` to fit on a seeded subset instead). Clips that cannot be read
 are returned as (fname, reason) and left out.
 
@@ -15,10 +15,10 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from bow.audio import AudioError, chunk, read_audio
-from bow.datasets import Clip
-from bow.features import LogMel
-from bow.stage import digest
+from bow.audio.load import AudioError, chunk, read_audio
+from bow.data.datasets import Clip
+from bow.audio.features import LogMel
+from bow.io.stage import digest
 
 
 def clips_fingerprint(clips: list[Clip]) -> str:

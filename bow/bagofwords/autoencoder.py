@@ -12,7 +12,7 @@ Decisions where the paper is silent:
 - Inputs are standardised per dimension with the mean and std of the family's grid tokens over
   the training chunks (the tokens the encoder sees at inference), saved with the model; at
   inference the standardisation is folded into the first linear layer.
-- Training samples are random crops (``bow.tokens.sample``): each step draws ``batch_size``
+- Training samples are random crops (``bow.bagofwords.tokens.sample``): each step draws ``batch_size``
   chunks uniformly with replacement and one crop at a random position from each. An epoch is
   ``steps_per_epoch`` steps. Validation: grid tokens of held-out chunks (at most
   ``max_val_tokens``, a seeded subset), MSE in standardised units (predicting the training
@@ -34,8 +34,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from bow.stage import ArtifactError, load_torch, save_torch
-from bow.tokens import DIMS, FAMILIES, grid, sample
+from bow.io.stage import ArtifactError, load_torch, save_torch
+from bow.bagofwords.tokens import DIMS, FAMILIES, grid, sample
 
 ENCODE_BATCH = 4096  # tokens per matmul at inference
 _PARAMS = ("family", "factor", "hidden", "dropout", "optimizer", "lr", "weight_decay",
@@ -284,7 +284,7 @@ class Autoencoder:
         ``batch`` tokens per matmul. On the CPU the hidden activations go to two buffers kept
         per thread (``_workspace``) and the codes straight into the output: a fresh 32 MiB
         activation per matmul costs page faults (measured ~8% of the encoding time; same
-        bytes out). On CUDA, bow.precision.encoder_precision may run the layers in TF32/bf16.
+        bytes out). On CUDA, bow.runtime.encoder_precision may run the layers in TF32/bf16.
         """
         layers = self._folded()
         tokens = torch.as_tensor(tokens)
@@ -318,7 +318,7 @@ class Autoencoder:
     def load(cls, path: str | Path, device: str | torch.device = "cpu") -> "Autoencoder":
         """Read a model written by ``save`` (weights_only: no pickled objects).
 
-        Raises ArtifactError (bow.stage) naming the file when it is missing, unreadable, not an
+        Raises ArtifactError (bow.io.stage) naming the file when it is missing, unreadable, not an
         autoencoder, or its weights do not fit its parameters."""
         blob = load_torch(path, "bow autoencoder")
         if not isinstance(blob, dict) or blob.get("format") != "bow-autoencoder":

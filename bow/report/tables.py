@@ -1,9 +1,9 @@
 """Results to files: CSV tables, Markdown report, PNG plots (matplotlib, Agg).
 
 Generic helpers (``write_csv``, ``markdown_table``, ``bar_plot``, ``line_plot``,
-``heatmap_plot``, ``save_figure``) take plain rows / arrays so sweeps and bow.figures reuse them;
+``heatmap_plot``, ``save_figure``) take plain rows / arrays so sweeps and bow.report.figures reuse them;
 ``write_report`` lays out the heads' evaluation: one entry per (dataset, feature set) holding
-the result dict of ``bow.evaluation.evaluate``.
+the result dict of ``bow.heads.protocols.evaluate``.
 
 Files written by ``write_report`` in the run folder:
   results.csv       one row per dataset x feature set x fold: fold "all" holds the score
@@ -25,7 +25,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from bow.stage import atomic_path  # noqa: E402
+from bow.io.stage import atomic_path  # noqa: E402
 
 RESULT_COLUMNS = ("dataset", "features", "protocol", "fold", "map", "map_std", "d_prime",
                   "d_prime_std", "mean_auc", "accuracy", "accuracy_std", "n_train_clips",
@@ -160,7 +160,7 @@ def heatmap_plot(path, matrix: np.ndarray, row_labels, col_labels, *, title: str
 
 
 def result_rows(dataset: str, features: str, result: dict) -> list[dict]:
-    """A result dict of bow.evaluation -> CSV rows: fold 'all' then one per fold (k-fold)."""
+    """A result dict of bow.heads.protocols -> CSV rows: fold 'all' then one per fold (k-fold)."""
     common = {"dataset": dataset, "features": features, "protocol": result["protocol"],
               "validation": result["validation"], "stores": result.get("stores", "")}
     rows = [{**common, **{k: result.get(k) for k in RESULT_COLUMNS if k in result},

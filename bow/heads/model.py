@@ -1,7 +1,7 @@
 """MLP classification heads on chunk vectors: normalisation, token masking, training, early stop.
 
 A head is trained on 1 s chunk vectors, each with its clip's labels, and predicts chunk
-probabilities; a clip's probabilities are the mean over its chunks (bow.metrics).
+probabilities; a clip's probabilities are the mean over its chunks (bow.heads.metrics).
 
 Decisions (the paper gives the architecture and the loss; the rest is ours):
 * Architecture: Linear(D, W) - ReLU - Dropout - Linear(W, W) - ReLU - Dropout - Linear(W, C),
@@ -10,7 +10,7 @@ Decisions (the paper gives the architecture and the loss; the rest is ours):
   [1e-3, 1 - 1e-3]) instead of 0 (p = 0.5): with the Huber loss on probabilities, starting at
   0.5 (``output_bias="zero"``) makes the first steps push every output towards 0, where the sigmoid's gradient
   vanishes and classes stall with inverted rankings. Measured on ESC-10 (400 clips, mean
-  log-mel of each chunk as the vector, 5-fold protocol of bow.evaluation, other settings
+  log-mel of each chunk as the vector, 5-fold protocol of bow.heads.protocols, other settings
   default): Huber mAP 0.561 +- 0.106, accuracy 0.483 +- 0.082 with zero biases; 0.780 +- 0.042
   and 0.715 +- 0.048 with prior biases (BCE: 0.773 / 0.692 zero, 0.787 / 0.708 prior).
 * Loss: Huber between labels and sigmoid probabilities (the paper's choice), delta 1. Since
@@ -42,10 +42,10 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from bow.featureset import FeatureSet
-from bow.metrics import clip_probabilities, mean_average_precision
+from bow.io.featureset import FeatureSet
+from bow.heads.metrics import clip_probabilities, mean_average_precision
 from bow.runtime import resolve_device
-from bow.stage import ArtifactError, atomic_path, read_json, write_json
+from bow.io.stage import ArtifactError, atomic_path, read_json, write_json
 
 NORMALISATIONS = ("none", "sqrt", "log1p")
 LOSSES = ("huber", "bce")
@@ -67,7 +67,7 @@ class HeadConfig:
         "help": "probability of zeroing each bag-of-words count during training (0: off)"})
     output_bias: str = field(default="prior", metadata={
         "help": "initial output biases: prior (logits of the training class priors; measured "
-                "better, see bow.heads) or zero"})
+                "better, see bow.heads.model) or zero"})
     lr: float = field(default=1e-3, metadata={"help": "Adam learning rate"})
     weight_decay: float = field(default=0.0, metadata={"help": "Adam weight decay"})
     batch_size: int = field(default=256, metadata={"help": "chunks per training batch"})

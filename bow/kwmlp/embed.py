@@ -3,7 +3,7 @@
 Per clip, (samples,) float32 at 16 kHz:
   1. zero-pad 80 samples in front and 240 at the end (so frame k is centred on 10 k ms);
   2. zero-pad to a whole number of seconds (at least one) and cut into 1 s chunks;
-  3. each chunk -> (40, 98) MFCC (bow.features.MFCC, dB floor per chunk) -> encoder -> (98, 64)
+  3. each chunk -> (40, 98) MFCC (bow.audio.features.MFCC, dB floor per chunk) -> encoder -> (98, 64)
      tokens -> LayerNorm(64) without affine parameters (the package replaces the classifier by a
      freshly initialised LayerNorm: weight 1, bias 0);
   4. each chunk's 98 frames get one replicated frame on each side (100 frames, 10 ms apart),
@@ -13,7 +13,7 @@ Per clip, (samples,) float32 at 16 kHz:
      10, 20, ..., 10 n ms; the timestamp embeddings are those first n frames: (n, 64).
      Evaluated exactly, n = samples // 160 (a float evaluation gives 399 for a 4 s clip, whose
      reference has 400);
-  6. scene embedding: bow.scene (``iterative`` in the package) on the WHOLE sequence of step 4,
+  6. scene embedding: bow.kwmlp.scene (``iterative`` in the package) on the WHOLE sequence of step 4,
      100 k - 2 frames, before the truncation of step 5 (so frames of the zero padding count):
      (1024,). This is what reproduces golden_public.npz (relative error ~1e-5); the truncated
      frames give errors of the order of the values themselves, except where n = 100 k - 2.
@@ -30,14 +30,14 @@ activation is ever copied to be made contiguous; GELU and the residual sum work 
 numbers as ``KWMLP.encode`` to float rounding (~1e-6 relative); measured 1.5-2x faster on one
 CPU thread. Chunks go through in
 batches of ``batch_chunks`` (32 by default: the activations of a batch then stay in the CPU's
-caches; measured faster than 256 on one thread). ``precision`` (bow.precision) runs the encoder
+caches; measured faster than 256 on one thread). ``precision`` (bow.runtime) runs the encoder
 in TF32 or bf16 on CUDA.
 
 Chunk vectors for the feature store (``chunk_vectors``), a decision of ours, not the package's:
 row j of a clip is the scene algorithm applied to the timestamp frames centred in second j of
 the clip, timestamps in [1000 j, 1000 j + 1000) ms (99 frames for the first second, 100 for a
-full later one, fewer in a partial last one), for j < bow.audio.n_chunks(len(audio)), so the rows
-align with bow.audio.chunk(audio) and its 0.1 s tail rule. Frames centred in a dropped short tail
+full later one, fewer in a partial last one), for j < bow.audio.load.n_chunks(len(audio)), so the rows
+align with bow.audio.load.chunk(audio) and its 0.1 s tail rule. Frames centred in a dropped short tail
 belong to no chunk row (they still count in the clip's frames and scene embedding). This reuses
 the clip's own forward pass, so each row sees the same context the timestamp embeddings saw,
 and gives each 1 s row the same 1024-d shape and algorithm as the clip-level vector. A row with
@@ -51,11 +51,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from bow.audio import CHUNK_SAMPLES, SAMPLE_RATE, n_chunks
-from bow.features import MFCC
-from bow.kwmlp import KWMLP
-from bow.precision import check_precision, encoder_precision
-from bow.scene import scene_embeddings
+from bow.audio.load import CHUNK_SAMPLES, SAMPLE_RATE, n_chunks
+from bow.audio.features import MFCC
+from bow.kwmlp.model import KWMLP
+from bow.runtime import check_precision, encoder_precision
+from bow.kwmlp.scene import scene_embeddings
 
 PAD_FRONT = 80
 PAD_END = 240
@@ -159,8 +159,8 @@ class KWMLPEmbedder:
     """Clips (any lengths, 16 kHz) -> timestamp and scene embeddings with a KW-MLP encoder.
 
     ``n_blocks``: take the tokens after this many blocks (the paper's ablation: 4, 8 or 12 of
-    12); None = all. ``scene_algorithm``: see bow.scene. ``batch_chunks``: 1 s chunks per
-    encoder call. ``precision``: fp32, or tf32 / bf16 on CUDA (bow.precision).
+    12); None = all. ``scene_algorithm``: see bow.kwmlp.scene. ``batch_chunks``: 1 s chunks per
+    encoder call. ``precision``: fp32, or tf32 / bf16 on CUDA (bow.runtime).
     """
 
     def __init__(self, model: KWMLP, n_blocks: int | None = None,
@@ -205,7 +205,7 @@ class KWMLPEmbedder:
 
     def chunk_vectors(self, frames: np.ndarray, timestamps: np.ndarray,
                       n_samples: int) -> np.ndarray:
-        """(T, 64) frames of a clip -> (bow.audio.n_chunks(n_samples), 1024): see module doc."""
+        """(T, 64) frames of a clip -> (bow.audio.load.n_chunks(n_samples), 1024): see module doc."""
         rows = []
         for j in range(n_chunks(n_samples)):
             sel = (timestamps >= 1000 * j) & (timestamps < 1000 * (j + 1))

@@ -40,7 +40,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from bow.stage import atomic_path, write_json
+from bow.io.stage import atomic_path, write_json
 
 CODEBOOK_SIZES = (16, 64, 256, 1024)
 FAISS_MIN_POINTS = 39  # FAISS's default min_points_per_centroid, below which it warns

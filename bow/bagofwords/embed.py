@@ -1,8 +1,8 @@
 """Bag-of-words embeddings of whole clips: the clip vector, and timestamp embeddings every 50 ms.
 
 Clip vector (``clip_vectors``): the store's (pipelines.embed), computed the same way: the
-clip's 1 s chunks (``bow.audio.chunk``, default tail rule) -> log-mel (``bow.features.LogMel``)
--> ``BagOfWords.transform`` -> (n_chunks, 4 D) counts -> ``bow.bagofwords.clip_vector`` (their
+clip's 1 s chunks (``bow.audio.load.chunk``, default tail rule) -> log-mel (``bow.audio.features.LogMel``)
+-> ``BagOfWords.transform`` -> (n_chunks, 4 D) counts -> ``bow.bagofwords.model.clip_vector`` (their
 mean). It is the HEAR scene embedding.
 
 Timestamp embeddings (``window_counts``, ``timestamp_embeddings``), a design of ours (the
@@ -47,10 +47,10 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
-from bow.audio import CHUNK_SAMPLES, SAMPLE_RATE, n_chunks
-from bow.bagofwords import BagOfWords, clip_vector, histograms
-from bow.features import HOP, LogMel
-from bow.tokens import COUNTS, DIMS, FAMILIES, N_FRAMES, N_MELS, SHAPES, grid
+from bow.audio.load import CHUNK_SAMPLES, SAMPLE_RATE, n_chunks
+from bow.bagofwords.model import BagOfWords, clip_vector, histograms
+from bow.audio.features import HOP, LogMel
+from bow.bagofwords.tokens import COUNTS, DIMS, FAMILIES, N_FRAMES, N_MELS, SHAPES, grid
 
 HOP_FRAMES = 5                                       # log-mel frames between windows
 HOP_MS = HOP_FRAMES * HOP * 1000 // SAMPLE_RATE      # 50 ms
@@ -64,7 +64,7 @@ PIECE_CHUNKS = 32
 
 
 def chunk_rows(audio: np.ndarray, start: int, stop: int) -> np.ndarray:
-    """Rows start..stop-1 of ``bow.audio.chunk(audio)`` (stop <= n_chunks), without the rest."""
+    """Rows start..stop-1 of ``bow.audio.load.chunk(audio)`` (stop <= n_chunks), without the rest."""
     part = np.asarray(audio[start * CHUNK_SAMPLES:stop * CHUNK_SAMPLES], dtype=np.float32)
     out = np.zeros((stop - start, CHUNK_SAMPLES), dtype=np.float32)
     out.reshape(-1)[:part.shape[0]] = part
@@ -117,7 +117,7 @@ def column_tokens(logmel: torch.Tensor, n_columns: int) -> dict[str, torch.Tenso
 
 def window_tokens(logmel: torch.Tensor, n_win: int) -> dict[str, torch.Tensor]:
     """(96, frames) log-mel -> band envelopes (W * 12, 800) and thumbnails (W, 80) of the
-    ``n_win`` 100-frame windows starting every 5 frames (bow.tokens.grid on each window)."""
+    ``n_win`` 100-frame windows starting every 5 frames (bow.bagofwords.tokens.grid on each window)."""
     wins = logmel.unfold(1, N_FRAMES, HOP_FRAMES)[:, :n_win].permute(1, 0, 2).contiguous()
     return {f: grid(wins, f).reshape(-1, DIMS[f]) for f in ("band_envelope", "thumbnail")}
 
@@ -125,7 +125,7 @@ def window_tokens(logmel: torch.Tensor, n_win: int) -> dict[str, torch.Tensor]:
 def window_ids(ids: dict[str, np.ndarray], n_win: int, n_col: int) -> dict[str, np.ndarray]:
     """Code ids of the column tokens (patch (C * 12,), spectral envelope (C,)) and window
     tokens (band envelope (W * 12,), thumbnail (W,)) -> {family: (W, COUNTS[family])}, window
-    w taking the columns w + 2 i, i < 10 (bow.bagofwords.histograms makes the counts)."""
+    w taking the columns w + 2 i, i < 10 (bow.bagofwords.model.histograms makes the counts)."""
     cols = np.arange(n_win)[:, None] + STRIDE * np.arange(COLUMNS_PER_WINDOW)[None]
     return {"patch": ids["patch"].reshape(n_col, -1)[cols].reshape(n_win, -1),
             "band_envelope": ids["band_envelope"].reshape(n_win, -1),

@@ -25,9 +25,9 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from bow.kwmlp import KWMLP, save_checkpoint
+from bow.kwmlp.model import KWMLP, save_checkpoint
 from bow.runtime import generator
-from bow.stage import atomic_path, load_torch, save_torch
+from bow.io.stage import atomic_path, load_torch, save_torch
 
 
 @dataclass(frozen=True)

@@ -52,7 +52,7 @@ import numpy as np
 import soundfile as sf
 from scipy.fft import next_fast_len
 
-from bow.datasets import DatasetError
+from bow.data.datasets import DatasetError
 
 SAMPLE_RATE = 16_000
 CLASSES = ("Steady_tone", "Rising_chirp", "Falling_chirp", "Noise_burst", "Click_train",
@@ -297,7 +297,7 @@ def make_default_dataset(root: str | Path, seed: int = 0, n_dev: int = 200, n_ev
     if old == params:
         return root
     if old is None and root.exists() and (not root.is_dir() or any(root.iterdir())):
-        raise DatasetError(f"{root}: exists and was not made by bow.synth "
+        raise DatasetError(f"{root}: exists and was not made by bow.data.synth "
                            f"(no {MARKER}); refusing to overwrite it")
     root.parent.mkdir(parents=True, exist_ok=True)
     _remove_leftovers(root)

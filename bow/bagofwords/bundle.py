@@ -1,10 +1,10 @@
 """The bag-of-words model in one file: encoders, token standardisation, codebooks and config.
 
 A bundle is an ``.npz`` (numpy's zip of ``.npy`` arrays) read with ``allow_pickle=False``, so
-loading one never runs pickled code. Entries, for each family f of ``bow.tokens.FAMILIES``:
+loading one never runs pickled code. Entries, for each family f of ``bow.bagofwords.tokens.FAMILIES``:
 
     config                      ()            str      JSON, below
-    f.mean, f.std               (dim,)        float32  token standardisation (bow.autoencoder)
+    f.mean, f.std               (dim,)        float32  token standardisation (bow.bagofwords.autoencoder)
     f.encoder.{0,3,6}.weight    (out, in)     float32  the encoder's three Linear layers, named
     f.encoder.{0,3,6}.bias      (out,)        float32  as in its nn.Sequential state dict
     f.centroids                 (D, dim / F)  float32  the family's k-means codebook
@@ -34,11 +34,11 @@ import numpy as np
 import torch
 
 from bow import __version__
-from bow.autoencoder import Autoencoder
-from bow.bagofwords import NORMALISATIONS, BagOfWords
-from bow.codebook import Codebook
-from bow.stage import atomic_path, to_jsonable
-from bow.tokens import DIMS, FAMILIES
+from bow.bagofwords.autoencoder import Autoencoder
+from bow.bagofwords.model import NORMALISATIONS, BagOfWords
+from bow.bagofwords.codebook import Codebook
+from bow.io.stage import atomic_path, to_jsonable
+from bow.bagofwords.tokens import DIMS, FAMILIES
 
 FORMAT = "bow-bundle"
 FORMAT_VERSION = 1
@@ -218,7 +218,7 @@ class Bundle:
         return cb
 
     def bag(self, device: str | torch.device = "cpu") -> BagOfWords:
-        """The encoders (on ``device``) and codebooks as a bow.bagofwords.BagOfWords."""
+        """The encoders (on ``device``) and codebooks as a bow.bagofwords.model.BagOfWords."""
         return BagOfWords({f: self._autoencoder(f, device) for f in FAMILIES},
                           {f: self._codebook(f) for f in FAMILIES})
 

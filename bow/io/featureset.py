@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bow.store import read
+from bow.io.store import read
 
 
 class FeatureSetError(ValueError):

@@ -1,8 +1,8 @@
 """Bag of audio words: log-mel chunks -> code ids -> histograms; count normalisation; masking.
 
-Per 1 s chunk the 143 grid tokens (``bow.tokens``) are encoded by their family's autoencoder
+Per 1 s chunk the 143 grid tokens (``bow.bagofwords.tokens``) are encoded by their family's autoencoder
 and assigned to the nearest centroid of the family's codebook; the ids become four histograms
-of length D, concatenated in ``bow.tokens.FAMILIES`` order (patch, band envelope, spectral
+of length D, concatenated in ``bow.bagofwords.tokens.FAMILIES`` order (patch, band envelope, spectral
 envelope, thumbnail) into one (4 D,) count vector that sums to 143.
 
 Clip level: the clip vector is the MEAN of its chunk vectors (float32, sums to 143): it does not
@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bow.autoencoder import ENCODE_BATCH, Autoencoder
-from bow.codebook import Codebook
-from bow.tokens import COUNTS, FAMILIES, TOKENS_PER_CHUNK, grid
+from bow.bagofwords.autoencoder import ENCODE_BATCH, Autoencoder
+from bow.bagofwords.codebook import Codebook
+from bow.bagofwords.tokens import COUNTS, FAMILIES, TOKENS_PER_CHUNK, grid
 
 NORMALISATIONS = ("none", "sqrt", "log1p")
 

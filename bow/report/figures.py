@@ -23,10 +23,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bow.autoencoder import Autoencoder
-from bow.report import bar_plot, line_plot, plt, save_figure
-from bow.store import read
-from bow.tokens import COUNTS, FAMILIES, N_FRAMES, N_MELS, SHAPES, grid
+from bow.bagofwords.autoencoder import Autoencoder
+from bow.report.tables import bar_plot, line_plot, plt, save_figure
+from bow.io.store import read
+from bow.bagofwords.tokens import COUNTS, FAMILIES, N_FRAMES, N_MELS, SHAPES, grid
 
 TILED = ("patch", "band_envelope", "spectral_envelope")  # families whose grid tiles the log-mel
 

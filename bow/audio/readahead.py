@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TypeVar
 
-from bow.audio import AudioError
+from bow.audio.load import AudioError
 
 R = TypeVar("R")
 BUDGET = 64 << 20   # bytes of decoded audio waiting to be consumed (~1,000 s at 16 kHz)

@@ -6,7 +6,7 @@ point redoes at most the shards in flight; the shards are then merged, in order,
 and deleted. Since the shard contents depend only on the clips and the config, the merged store
 is the same, byte for byte, whether the shards were computed at once, across restarts (a run
 killed with SIGKILL and started again), or on several workers. The caller holds the store's
-lock (``bow.store.lock_dir``) for the whole call: shard folders and temporary files of this
+lock (``bow.io.store.lock_dir``) for the whole call: shard folders and temporary files of this
 store left by killed runs (of any configuration) are then deleted once the store is complete
 (``remove_leftovers``).
 
@@ -30,9 +30,9 @@ import torch
 from tqdm.auto import tqdm
 
 from bow import __version__
-from bow.datasets import Clip
-from bow.stage import remove_temporaries
-from bow.store import ClipFeatures, merge, write_shard
+from bow.data.datasets import Clip
+from bow.io.stage import remove_temporaries
+from bow.io.store import ClipFeatures, merge, write_shard
 
 EmbedShard = Callable[[list[Clip]], tuple[list[ClipFeatures], list[tuple[str, str]]]]
 

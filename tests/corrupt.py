@@ -4,7 +4,7 @@
 fitting stages have data) as a dataset in the labels.csv layout (``audio/`` + ``labels.csv``,
 split train / val / eval) or, with ``layout="fsd50k"``, in the FSD50K release layout, and
 returns ``{fname: Expectation}``: "ok" (must be embedded; ``samples`` is the length of the
-16 kHz audio ``bow.audio.read_audio`` returns) or "skip" (must be skipped, with a reason
+16 kHz audio ``bow.audio.load.read_audio`` returns) or "skip" (must be skipped, with a reason
 containing ``reason``). The same mapping is saved as ``root/expectations.json``.
 
 =============================  ======  =============================================
@@ -53,7 +53,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from bow.synth import mid, render_clip, write_fsd50k_ground_truth
+from bow.data.synth import mid, render_clip, write_fsd50k_ground_truth
 
 TONE_HZ, TONE_AMPLITUDE, TONE_SECONDS = 440.0, 0.5, 1.0
 GOOD_CLASSES = ("Steady_tone", "Noise_burst", "Click_train")

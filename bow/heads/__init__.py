@@ -1,0 +1,1 @@
+"""Classification heads on feature sets: the MLP head, evaluation protocols, metrics."""
