@@ -2,9 +2,9 @@
 
     python -m benchmarks.autoencoder_budget [--data ../shared/data/esc10] [--budgets 100,300,600]
 
-The bag-of-words pipeline of the stages (bow.bagofwords.autoencoder, bow.bagofwords.codebook, bow.bagofwords.model), fitted
-on ESC-10 folds 1-4 (a seeded 10% of those clips held out for the autoencoders' validation
-loss, as in pipelines.train_autoencoders), with:
+The bag-of-words pipeline of the stages (bow.bagofwords.autoencoder, bow.bagofwords.codebook,
+bow.bagofwords.model), fitted on ESC-10 folds 1-4 (a seeded 10% of those clips held out for the
+autoencoders' validation loss, as in pipelines.train_autoencoders), with:
 * the control: untrained, seeded encoders (``epochs=0``: the training's own initialisation);
 * the same encoders trained for each budget (optimiser steps of ``--batch-size`` random crops
   per family), one run resumed from its checkpoint from budget to budget (early stopping as in
@@ -40,12 +40,13 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from benchmarks.common import machine, matmul_flops
-from bow.bagofwords.autoencoder import Autoencoder
+from bow.bagofwords.autoencoder import Autoencoder, AutoencoderConfig
+from bow.bagofwords.codebook import Codebook, CodebookConfig
+from bow.bagofwords.corpus import logmel_clips
 from bow.bagofwords.model import clip_vector, family_codes, histograms, normalise
-from bow.bagofwords.codebook import Codebook
-from bow.data.clips import holdout, logmel_clips
-from bow.data.datasets import load_dataset
 from bow.bagofwords.tokens import COUNTS, FAMILIES
+from bow.data.clips import holdout
+from bow.data.datasets import load_dataset
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 
@@ -60,7 +61,7 @@ def scores_for(codes, n_chunks, is_train_chunk, offsets, labels, folds, n_codes,
     ids = {}
     for family, c in codes.items():
         per_chunk = c.reshape(n_chunks, COUNTS[family], -1)
-        book = Codebook(n_codes, seed=seed, gpu=False).fit(
+        book = Codebook(CodebookConfig(n_codes=n_codes, seed=seed), gpu=False).fit(
             per_chunk[is_train_chunk].reshape(-1, c.shape[1]))
         ids[family] = book.assign(c).reshape(n_chunks, COUNTS[family])
     counts = histograms(ids, n_codes)
@@ -130,9 +131,10 @@ def main(argv=None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for steps in [0] + [int(b) for b in args.budgets.split(",")]:
             t0 = time.perf_counter()
-            encoders = {f: Autoencoder(f, epochs=steps // args.steps_per_epoch,
-                                       checkpoint=None if steps == 0 else Path(tmp) / f"{f}.pt",
-                                       **common).fit(fit_lm, val_lm) for f in FAMILIES}
+            config = AutoencoderConfig(epochs=steps // args.steps_per_epoch, **common)
+            encoders = {f: Autoencoder(f, config, checkpoint=None if steps == 0 else
+                                       Path(tmp) / f"{f}.pt").fit(fit_lm, val_lm)
+                        for f in FAMILIES}
             train_s = time.perf_counter() - t0
             scores = evaluate(encoders, logmel, offsets, is_train_chunk, labels, folds,
                               args.n_codes, [int(v) for v in args.codebook_seeds.split(",")])
@@ -147,8 +149,9 @@ def main(argv=None) -> None:
             rows.append(row)
             print(json.dumps(row), flush=True)
             print(f"[{time.perf_counter() - start:.0f} s]", file=sys.stderr, flush=True)
-    keys = ["encoder", "steps", "fold5_all", "fold5_all_sd", "cv5_all", "cv5_all_sd"] + [f"cv5_{f}" for f in FAMILIES] + \
-           [f"val_mse_{f}" for f in FAMILIES] + ["train_seconds"]
+    keys = (["encoder", "steps", "fold5_all", "fold5_all_sd", "cv5_all", "cv5_all_sd"]
+            + [f"cv5_{f}" for f in FAMILIES] + [f"val_mse_{f}" for f in FAMILIES]
+            + ["train_seconds"])
     print()
     table = [[str(r[k]) for k in keys] for r in rows]
     widths = [max(len(k), *(len(t[i]) for t in table)) for i, k in enumerate(keys)]

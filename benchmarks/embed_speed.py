@@ -132,7 +132,8 @@ def bow_flops(artifacts: Path, encoder: str) -> float:
     total = 0.0
     for f in FAMILIES:
         ae = Autoencoder.load(output_dir(artifacts, encoder) / f"{f}.pt")
-        total += COUNTS[f] * 2 * (ae.dim * ae.hidden + ae.hidden ** 2 + ae.hidden * ae.bottleneck)
+        hidden = ae.config.hidden
+        total += COUNTS[f] * 2 * (ae.dim * hidden + hidden ** 2 + hidden * ae.bottleneck)
     return total
 
 

@@ -17,8 +17,8 @@ import numpy as np
 import torch
 
 from benchmarks.common import emit, machine, matmul_flops, timed
-from bow.io.featureset import FeatureSet
 from bow.heads.model import Head, HeadConfig
+from bow.io.featureset import FeatureSet
 
 
 def synthetic(n_chunks: int, dim: int, n_classes: int, seed: int = 0) -> FeatureSet:

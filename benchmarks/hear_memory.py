@@ -52,18 +52,18 @@ def long_audio(minutes: float, seed: int = 0) -> np.ndarray:
 
 def random_bundle(path: str, hidden: int, n_codes: int, seed: int = 0) -> None:
     """Write an untrained bundle (F = 10) with standardisation and codebooks fitted on noise."""
-    from bow.audio.load import chunk
-    from bow.bagofwords.autoencoder import Autoencoder
-    from bow.bagofwords.model import BagOfWords, family_codes
-    from bow.bagofwords.bundle import write
-    from bow.bagofwords.codebook import Codebook
     from bow.audio.features import LogMel
+    from bow.audio.load import chunk
+    from bow.bagofwords.autoencoder import Autoencoder, AutoencoderConfig
+    from bow.bagofwords.bundle import write
+    from bow.bagofwords.codebook import Codebook, CodebookConfig
+    from bow.bagofwords.model import BagOfWords, family_codes
     from bow.bagofwords.tokens import FAMILIES
     with torch.inference_mode():
         logmel = LogMel()(torch.from_numpy(chunk(long_audio(2 * n_codes / 60, seed))))
-    encoders = {f: Autoencoder(f, hidden=hidden, epochs=0, seed=seed).fit(logmel, logmel)
-                for f in FAMILIES}
-    books = {f: Codebook(n_codes, niter=10, nredo=1, seed=seed).fit(
+    encoders = {f: Autoencoder(f, AutoencoderConfig(hidden=hidden, epochs=0, seed=seed))
+                .fit(logmel, logmel) for f in FAMILIES}
+    books = {f: Codebook(CodebookConfig(n_codes=n_codes, niter=10, nredo=1, seed=seed)).fit(
         family_codes(encoders[f], logmel, f).numpy()) for f in FAMILIES}
     write(path, BagOfWords(encoders, books), meta={"note": "untrained, for benchmarks"})
 

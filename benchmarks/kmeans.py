@@ -1,4 +1,5 @@
-"""k-means for the codebooks: FAISS (bow.bagofwords.codebook) against scikit-learn's KMeans, same codes.
+"""k-means for the codebooks: FAISS (bow.bagofwords.codebook) against scikit-learn's KMeans, same
+codes.
 
     python -m benchmarks.kmeans [--data ../shared/data/esc10] [--codes 120000] [--d 256]
                                 [--families patch,spectral_envelope] [--threads 1]
@@ -6,9 +7,10 @@
 Codes: the bottleneck codes of real clips (the first ``--clips`` of ``--data``) under the
 paper-sized random encoders of benchmarks.embed_speed (encoders of the same shapes give codes of
 the same size; trained ones only move them): ``--codes`` grid patches (8-d), and as many
-spectral-envelope crops at random positions (96-d, ``bow.bagofwords.tokens.sample``, as in autoencoder
-training) for the wider family. On each family's codes, with D = ``--d`` centroids:
-* ``faiss_default``: ``Codebook(D)`` as fit_codebooks runs it: k-means++, at most 100
+spectral-envelope crops at random positions (96-d, ``bow.bagofwords.tokens.sample``, as in
+autoencoder training) for the wider family. On each family's codes, with D = ``--d`` centroids:
+* ``faiss_default``: ``Codebook(CodebookConfig(n_codes=D))`` as fit_codebooks runs it: k-means++, at
+most 100
   iterations, 3 restarts, trained on a seeded subsample of D x 256 points
   (``max_points_per_centroid``), objective over all points;
 * ``faiss_all``: one run on all the points (no subsample), otherwise the same;
@@ -42,12 +44,12 @@ from threadpoolctl import threadpool_limits
 from benchmarks.common import emit, machine
 from benchmarks.embed_speed import SHARED, clip_subset, random_bow
 from bow.bagofwords.autoencoder import Autoencoder
+from bow.bagofwords.codebook import Codebook, CodebookConfig
+from bow.bagofwords.corpus import logmel_clips
 from bow.bagofwords.model import family_codes
-from bow.bagofwords.codebook import Codebook
-from bow.data.clips import logmel_clips
+from bow.bagofwords.tokens import COUNTS, sample
 from bow.data.datasets import load_dataset
 from bow.runtime import generator
-from bow.bagofwords.tokens import COUNTS, sample
 
 
 def real_codes(logmel, artifacts: Path, family: str, n: int) -> np.ndarray:
@@ -72,7 +74,7 @@ def run_methods(x: np.ndarray, d: int, seed: int = 0) -> dict[str, tuple[float, 
     for name, kw in (("faiss_default", {}),
                      ("faiss_all", {"nredo": 1, "max_points_per_centroid": len(x)})):
         start = time.perf_counter()
-        book = Codebook(d, seed=seed, gpu=False, **kw).fit(x)
+        book = Codebook(CodebookConfig(n_codes=d, seed=seed, **kw), gpu=False).fit(x)
         out[name] = (time.perf_counter() - start, book.objective_)
     start = time.perf_counter()
     km = KMeans(d, init="k-means++", n_init=1, max_iter=100, random_state=seed).fit(x)

@@ -28,13 +28,13 @@ import torch
 
 from benchmarks.common import emit, machine
 from benchmarks.embed_speed import SHARED, clip_subset, link_models, random_bow
+from bow.audio.features import LogMel
 from bow.audio.load import chunk, read_audio
 from bow.bagofwords.model import BagOfWords, family_codes, histograms
-from bow.audio.features import LogMel
-from bow.kwmlp.model import KWMLP
-from bow.kwmlp.embed import KWMLPEmbedder
-from bow.runtime import compare_codes, compare_embeddings, encoder_precision
 from bow.bagofwords.tokens import COUNTS, FAMILIES
+from bow.kwmlp.embed import KWMLPEmbedder
+from bow.kwmlp.model import KWMLP
+from bow.runtime import compare_codes, compare_embeddings, encoder_precision
 
 
 def bow_drift(bag: BagOfWords, audios: list[np.ndarray], precision: str) -> dict:

@@ -29,13 +29,20 @@ import numpy as np
 import torch
 
 
+class DeviceError(ValueError):
+    """A device that does not exist here (e.g. --device cuda without a CUDA device)."""
+
+
 def resolve_device(device: str = "auto") -> torch.device:
     """'auto' -> cuda when available else cpu; 'cpu' / 'cuda' / 'cuda:N' as given."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"--device {device} asked for, but torch sees no CUDA device")
-    return torch.device(device)
+    if str(device).startswith("cuda") and not torch.cuda.is_available():
+        raise DeviceError(f"--device {device} asked for, but torch sees no CUDA device")
+    try:
+        return torch.device(device)
+    except RuntimeError as e:
+        raise DeviceError(f"--device {device}: not a device ({e})") from None
 
 
 def generator(seed: int) -> torch.Generator:

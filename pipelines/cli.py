@@ -1,34 +1,51 @@
-"""Command lines from frozen config dataclasses: defaults < --config FILE.toml < --key value.
+"""Command lines from frozen config dataclasses, and the one skeleton every stage's ``main`` uses.
 
-Every dataclass field becomes ``--field-name`` (underscores as dashes), with its default and
-the ``help`` in the field's metadata shown by ``--help``. Tuples are given comma-separated
-(``--train-splits 1,2,3``); booleans as true/false. A TOML file holds the same keys (with
-underscores), at top level.
+Options: defaults < ``--config FILE.toml`` < ``--key value``. Every dataclass field becomes
+``--field-name`` (underscores as dashes), with its default and the help in the field's metadata
+shown by ``--help`` (bow.config.option). Tuples are given comma-separated (``--train-splits
+1,2,3``); booleans as true/false. A TOML file holds the same keys (with underscores), at top
+level. Every stage also takes ``--data``, ``--artifacts``, ``--device`` and ``--no-progress``.
 
-Also the conventions every stage's ``main`` shares:
+``stage_main`` is the skeleton of every stage's ``main``: parse the options, resolve the config
+(an invalid value ends like any argparse error: usage, message, exit status 2), run the stage,
+print its summary, list the skipped inputs, exit. Exit statuses, decided here only:
 
-* ``clean_errors``: the errors a user can cause (another run holding the folder's lock, a
-  missing or malformed checkpoint, store or data set) end the command with ``<stage>: error:
-  <message>`` on stderr and exit status 1, without a traceback. Bugs still show theirs.
-* ``--strict`` (``add_strict_option``) and ``report_skipped``: stages that read audio skip the
-  files they cannot use and list them (how many, the first ``SHOW_SKIPPED`` with their
-  reasons, and where the full list is). Without --strict the command exits 0; with it, it exits
-  ``STRICT_EXIT`` (3) when anything was skipped. Either way the outputs are written in full:
-  --strict is a check on what the run produced, so running it again on an up-to-date output
-  reports the same skipped files and the same status.
+* 0: done (or up to date);
+* 1: an error a user can cause (``USER_ERRORS``: another run holding the folder's lock, a
+  missing or damaged checkpoint, store, bundle or data set, inputs a stage cannot use, a device
+  that is not there): ``<stage>: error: <message>`` on stderr, no traceback. Bugs still show
+  theirs;
+* 2: a bad option or configuration file;
+* 3 (``STRICT_EXIT``), with ``--strict``: some input was skipped (unreadable audio, labels
+  outside the vocabulary...). The outputs are written in full either way: --strict is a check
+  on what the run produced, so running it again on an up-to-date output reports the same
+  skipped files and the same status.
 """
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import sys
 import tomllib
+import types
 import typing
+from collections.abc import Callable, Sequence
 from pathlib import Path
+
+from bow.audio.load import AudioError
+from bow.bagofwords.bundle import BundleError
+from bow.bagofwords.codebook import CodebookError
+from bow.config import ConfigError
+from bow.data.datasets import DatasetError
+from bow.io.featureset import FeatureSetError
+from bow.io.stage import ArtifactError, InputError, LockedError
+from bow.io.store import StoreError
+from bow.runtime import DeviceError, PrecisionError
 
 STRICT_EXIT = 3     # exit status of a --strict run that skipped inputs
 SHOW_SKIPPED = 10   # skipped inputs listed in a summary; the rest are counted
+USER_ERRORS = (AudioError, DatasetError, ArtifactError, LockedError, InputError, StoreError,
+               FeatureSetError, CodebookError, BundleError, PrecisionError, DeviceError)
 
 
 def _parse_bool(text: str) -> bool:
@@ -37,7 +54,7 @@ def _parse_bool(text: str) -> bool:
         return True
     if low in ("0", "false", "no", "off"):
         return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+    raise ValueError(f"expected true or false, got {text!r}")
 
 
 def _converter(tp):
@@ -47,9 +64,8 @@ def _converter(tp):
         inner = _converter(typing.get_args(tp)[0])
         return lambda v: tuple(inner(x) for x in (v.split(",") if isinstance(v, str) else v)
                                if str(x).strip() != "")
-    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        inner = _converter(args[0])
+    if origin in (typing.Union, types.UnionType):
+        inner = _converter([a for a in typing.get_args(tp) if a is not type(None)][0])
         return lambda v: None if v in (None, "", "none", "None") else inner(v)
     if tp is bool:
         return lambda v: v if isinstance(v, bool) else _parse_bool(v)
@@ -66,41 +82,54 @@ def add_config_args(parser: argparse.ArgumentParser, cls) -> None:
     parser.add_argument("--config", type=Path, default=None,
                         help="TOML file with option values (command-line options override it)")
     group = parser.add_argument_group(f"{cls.__name__} options")
-    for f, tp in _fields(cls):
+    for f, _ in _fields(cls):
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
         shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
         group.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name,
-                           default=argparse.SUPPRESS,
-                           metavar=f.name.upper(), type=str,
+                           default=argparse.SUPPRESS, metavar=f.name.upper(), type=str,
                            help=f"{f.metadata.get('help', '')} (default: {shown})")
 
 
-def config_from_args(cls, args: argparse.Namespace):
-    """The dataclass ``cls`` resolved from defaults, ``args.config`` (TOML) and explicit options."""
-    values: dict = {}
-    if getattr(args, "config", None):
-        with open(args.config, "rb") as fh:
-            toml = tomllib.load(fh)
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(toml) - names)
-        if unknown:
-            raise SystemExit(f"{args.config}: unknown option(s) {unknown} for {cls.__name__}")
-        values.update(toml)
-    for f, _ in _fields(cls):
-        given = getattr(args, f.name, None)
-        if given is not None:
-            values[f.name] = given
+def read_toml(path: Path) -> dict:
+    """The tables of a TOML file; ConfigError naming the file when it cannot be read."""
+    try:
+        with open(path, "rb") as fh:
+            return tomllib.load(fh)
+    except (OSError, tomllib.TOMLDecodeError) as e:
+        raise ConfigError(f"{path}: cannot read the configuration file ({e})") from None
+
+
+def resolve(cls, values: dict, where: str = ""):
+    """The dataclass ``cls`` from option values (strings or TOML values); ConfigError naming the
+    option (``where``, e.g. a TOML table, prefixes the message)."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise ConfigError(f"{where}unknown option(s) {unknown} for {cls.__name__}")
     typed = {}
     for f, tp in _fields(cls):
         if f.name in values:
             try:
                 typed[f.name] = _converter(tp)(values[f.name])
-            except (TypeError, ValueError, argparse.ArgumentTypeError) as e:
-                raise SystemExit(f"--{f.name.replace('_', '-')}: {e}") from e
-    return cls(**typed)
+            except (TypeError, ValueError) as e:
+                raise ConfigError(f"{where}--{f.name.replace('_', '-')}: {e}") from None
+    try:
+        return cls(**typed)
+    except ValueError as e:
+        raise ConfigError(f"{where}{e}") from None
 
 
-def add_parallel_options(parser: argparse.ArgumentParser) -> None:
+def config_from_args(cls, args: argparse.Namespace):
+    """The dataclass ``cls`` resolved from defaults, ``args.config`` (TOML) and explicit options."""
+    values = read_toml(args.config) if getattr(args, "config", None) else {}
+    where = f"{args.config}: " if values else ""
+    for f in dataclasses.fields(cls):
+        if getattr(args, f.name, None) is not None:
+            values[f.name] = getattr(args, f.name)
+    return resolve(cls, values, where)
+
+
+def parallel_options(parser: argparse.ArgumentParser) -> None:
     """--jobs, --threads and --scheduler: where an embedding stage's shards run (bow.io.sharded)."""
     parser.add_argument("--jobs", type=int, default=1, help="local worker processes")
     parser.add_argument("--threads", type=int, default=None, help="torch threads per worker")
@@ -108,25 +137,33 @@ def add_parallel_options(parser: argparse.ArgumentParser) -> None:
                         "(tcp://host:8786) or local:N for a local cluster of N workers")
 
 
+def threads_option(parser: argparse.ArgumentParser) -> None:
+    """--threads for a stage that computes in its own process."""
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads (1 is fastest on a busy machine)")
+
+
 def apply_threads(args: argparse.Namespace) -> None:
-    """--threads for a run in this process (workers set their own, see bow.io.sharded)."""
-    if args.threads and args.jobs == 1 and not args.scheduler:
+    """--threads for work in this process (bow.io.sharded workers set their own)."""
+    if getattr(args, "threads", None) and getattr(args, "jobs", 1) == 1 \
+            and not getattr(args, "scheduler", None):
         import torch
         torch.set_num_threads(args.threads)
 
 
 def common_parser(description: str, data_required: bool = True,
-                  data_help: str = "dataset folder: FSD50K release layout or audio/ + labels.csv"
-                  ) -> argparse.ArgumentParser:
-    """A parser with the options every stage takes: --data, --artifacts, --device.
-
-    Stages that read only stores (heads, evaluation) pass ``data_required=False``."""
+                  data_help: str = "dataset folder: FSD50K release layout, audio/ + labels.csv, "
+                                   "or Speech Commands") -> argparse.ArgumentParser:
+    """A parser with the options every stage takes: --data, --artifacts, --device,
+    --no-progress. Stages that read only stores pass ``data_required=False``."""
     p = argparse.ArgumentParser(description=description,
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--data", type=Path, required=data_required, help=data_help)
     p.add_argument("--artifacts", type=Path, default=Path("artifacts"),
                    help="where stage outputs are written")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress bars (logs get a short line now and then instead)")
     return p
 
 
@@ -146,48 +183,73 @@ def _short(fname: str, reason: str) -> str:
 
 
 def report_skipped(stage: str, skipped, where: str, strict: bool = False,
-                   limit: int = SHOW_SKIPPED, file=None) -> None:
+                   limit: int = SHOW_SKIPPED, file=None) -> int:
     """Print the skipped inputs [(fname, reason)] (the first ``limit``, and ``where`` the full
-    list is); under ``strict``, exit with STRICT_EXIT when there are any."""
+    list is); return the exit status: STRICT_EXIT under ``strict`` when there are any, else 0."""
     file = file or sys.stdout
     skipped = list(skipped)
     if not skipped:
         print(f"{stage}: no input skipped", file=file)
-        return
+        return 0
     print(f"{stage}: {len(skipped)} input(s) skipped (the full list: {where}):", file=file)
     for fname, reason in skipped[:limit]:
         print(f"  {fname}: {_short(fname, reason)}", file=file)
     if len(skipped) > limit:
         print(f"  ... and {len(skipped) - limit} more", file=file)
-    if strict:
-        print(f"{stage}: --strict: {len(skipped)} input(s) skipped, exit status {STRICT_EXIT} "
-              "(the outputs are complete)", file=sys.stderr)
-        sys.stdout.flush()
-        raise SystemExit(STRICT_EXIT)
+    if not strict:
+        return 0
+    file.flush()
+    print(f"{stage}: --strict: {len(skipped)} input(s) skipped, exit status {STRICT_EXIT} "
+          "(the outputs are complete)", file=sys.stderr)
+    return STRICT_EXIT
 
 
-def _user_errors() -> tuple[type[BaseException], ...]:
-    """The exception types that describe bad input or state, not bugs (see module docstring)."""
-    from bow.audio.load import AudioError
-    from bow.data.datasets import DatasetError
-    from bow.io.stage import ArtifactError, LockedError
-    from bow.io.store import StoreError
-    found = [AudioError, DatasetError, ArtifactError, LockedError, StoreError]
-    for module, name in (("bow.bagofwords.codebook", "CodebookError"), ("bow.kwmlp.model", "CheckpointError"),
-                         ("bow.io.featureset", "FeatureSetError"), ("bow.bagofwords.bundle", "BundleError"),
-                         ("bow.runtime", "PrecisionError")):
-        if module in sys.modules:  # only those the stage imported can be raised
-            found.append(getattr(sys.modules[module], name))
-    return tuple(found)
+def say_if_unchanged(before, after, what: Path, inputs: str = "config and inputs") -> None:
+    """Print that ``what`` was up to date when its fingerprint did not change."""
+    if before is not None and after == before:
+        print(f"{what}: up to date (same {inputs}), skipped")
 
 
-@contextlib.contextmanager
-def clean_errors(stage: str):
-    """Turn the errors a user can cause into ``<stage>: error: <message>`` and exit status 1."""
+def fail(stage: str, error: BaseException) -> typing.NoReturn:
+    """End the command with ``<stage>: error: <message>`` and exit status 1."""
+    sys.stdout.flush()
+    print(f"{stage}: error: {error}", file=sys.stderr)
+    raise SystemExit(1)
+
+
+Skipped = tuple[list, str]   # [(fname, reason)] and where the full list is
+
+
+def guarded(name: str, parser: argparse.ArgumentParser, work: Callable[[], object]):
+    """``work()`` under the exit statuses of the module docstring: a ConfigError ends like an
+    argparse error (2), a user error with ``<name>: error: <message>`` (1)."""
     try:
-        yield
-    except Exception as e:
-        if not isinstance(e, _user_errors()):
-            raise
-        print(f"{stage}: error: {e}", file=sys.stderr)
-        raise SystemExit(1) from None
+        return work()
+    except ConfigError as e:
+        parser.error(str(e))
+    except USER_ERRORS as e:
+        fail(name, e)
+
+
+def stage_main(argv: Sequence[str] | None, name: str, description: str, config_cls,
+               work: Callable[[argparse.Namespace, object], Skipped | None], *,
+               options: Sequence[Callable[[argparse.ArgumentParser], None]] = (),
+               strict: bool = True, data_required: bool = True,
+               data_help: str | None = None) -> None:
+    """Parse, resolve ``config_cls``, run ``work(args, config)`` (which runs the stage, prints its
+    summary and returns the skipped inputs and where they are listed, or None), and exit with
+    the status of the module docstring."""
+    parser = common_parser(description, data_required,
+                           **({"data_help": data_help} if data_help else {}))
+    for add in options:
+        add(parser)
+    if strict:
+        add_strict_option(parser)
+    add_config_args(parser, config_cls)
+    args = parser.parse_args(argv)
+    config = guarded(name, parser, lambda: config_from_args(config_cls, args))
+    apply_threads(args)
+    skipped = guarded(name, parser, lambda: work(args, config))
+    status = report_skipped(name, *skipped, strict=strict and args.strict) if skipped else 0
+    if status:
+        raise SystemExit(status)

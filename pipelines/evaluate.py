@@ -18,62 +18,32 @@ name when given, else ``DIR``'s. Locks: exclusive on the report folder, shared o
 from __future__ import annotations
 
 import contextlib
-import csv
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-from tqdm.auto import tqdm
-
-from bow.heads.protocols import PROTOCOLS, evaluate
-from bow.io.featureset import FeatureSetError, load_features
+from bow.config import choose, option
 from bow.heads.model import HeadConfig
-from bow.report.tables import markdown_table, mean_std, write_report
+from bow.heads.protocols import PROTOCOLS, run_protocol
+from bow.io.featureset import STANDARD, find_feature_sets, load_features
 from bow.io.stage import clear_done, is_done, locked, mark_done, stage_fingerprint
-from bow.io.store import StoreError, lock_dir, store_fingerprint
-from pipelines.cli import add_config_args, clean_errors, common_parser, config_from_args
-
-STANDARD = ("bow", "bow-random", "kwmlp")  # report order; others follow alphabetically
-COMBINED = ("bow+kwmlp",)
+from bow.io.store import lock_dir, store_fingerprint
+from bow.progress import progress as progress_bar
+from bow.report.tables import head_settings, results_table, write_report
+from pipelines import cli, layout
 
 
 @dataclass(frozen=True)
 class EvaluateConfig(HeadConfig):
-    protocol: str = field(default="auto", metadata={
-        "help": "auto, splits (train / val / eval splits) or kfold (integer-named folds)"})
-    feature_sets: tuple[str, ...] = field(default=(), metadata={
-        "help": "store names without .h5, + joins stores (default: every store, and "
-                "bow+kwmlp when both exist)"})
+    """The heads (bow.heads.model) and which protocol and feature sets they are scored with."""
+    protocol: str = option("auto", "auto, splits (train / val / eval splits) or kfold "
+                           "(integer-named folds)")
+    feature_sets: tuple[str, ...] = option((), "store names without .h5, + joins stores "
+                                           "(default: every store, and bow+kwmlp when both "
+                                           "exist)")
 
     def __post_init__(self):
         super().__post_init__()
-        if self.protocol not in PROTOCOLS:
-            raise ValueError(f"protocol must be one of {PROTOCOLS}, got {self.protocol!r}")
-
-
-def find_feature_sets(stores: Path, requested=()) -> dict[str, list[Path]]:
-    """Feature set name -> its store paths (see the module docstring)."""
-    found = sorted(p.stem for p in stores.glob("*.h5") if not p.name.startswith("."))
-    if requested:
-        missing = sorted({s for name in requested for s in name.split("+")} - set(found))
-        if missing:
-            raise FileNotFoundError(f"{stores}: no store for {missing} (found: {found})")
-        names = list(requested)
-    else:
-        names = [s for s in STANDARD if s in found] + [s for s in found if s not in STANDARD]
-        names += [c for c in COMBINED if all(s in found for s in c.split("+"))]
-    return {name: [stores / f"{s}.h5" for s in name.split("+")] for name in names}
-
-
-def settings_text(config: HeadConfig) -> str:
-    """One paragraph describing the heads and metrics, for the report."""
-    return (f"Heads: MLP with two hidden layers of {config.width} units, dropout "
-            f"{config.dropout:g}, {config.loss} loss, {config.normalisation} count "
-            f"normalisation, token masking p = {config.mask_p:g}, Adam lr {config.lr:g}, "
-            f"batch {config.batch_size} chunks, at most {config.max_epochs} epochs, patience "
-            f"{config.patience}, seed {config.seed}. Clip probabilities are the mean of the "
-            "clip's 1 s chunk probabilities; mAP is the macro mean of per-class average "
-            "precision over the classes with a positive clip; d′ = √2·Φ⁻¹(mean ROC AUC); "
-            "accuracy (single-label data only) takes the most probable class.")
+        choose("protocol", self.protocol, PROTOCOLS)
 
 
 def run(data: Path | None, artifacts: Path, config: EvaluateConfig = EvaluateConfig(),
@@ -81,11 +51,8 @@ def run(data: Path | None, artifacts: Path, config: EvaluateConfig = EvaluateCon
     """Evaluate every feature set and write the report; return the path of report.md."""
     artifacts = Path(artifacts)
     dataset = Path(data).name if data else artifacts.resolve().name
-    sets = find_feature_sets(artifacts / "stores", config.feature_sets)
-    if not sets:
-        raise FileNotFoundError(f"{artifacts / 'stores'}: no feature store (*.h5); run "
-                                "python -m pipelines.embed / pipelines.embed_kwmlp first")
-    out = artifacts / "reports" / run_name
+    sets = find_feature_sets(layout.stores(artifacts), config.feature_sets)
+    out = layout.report(artifacts, run_name)
     with contextlib.ExitStack() as locks:
         for p in sorted({p for paths in sets.values() for p in paths}):
             locks.enter_context(locked(lock_dir(p), "evaluate", shared=True))
@@ -98,56 +65,36 @@ def run(data: Path | None, artifacts: Path, config: EvaluateConfig = EvaluateCon
             return out / "report.md"
         clear_done(out)
         entries = []
-        for name, paths in tqdm(sets.items(), desc="feature sets", disable=not progress):
+        for name, paths in progress_bar(sets.items(), desc="feature sets", enabled=progress):
             features = load_features(paths)
-            result = evaluate(features, config, config.protocol, device, progress)
+            result = run_protocol(features, config, config.protocol, device, progress)
             result["stores"] = " + ".join(f"{Path(s['path']).name} ({s['kind']}, {s['dim']}-d)"
                                           for s in features.sources)
             entries.append({"dataset": dataset, "features": name, "result": result})
-        notes = [f"{s}.h5 not found in {artifacts / 'stores'}" for s in STANDARD
+        notes = [f"{s}.h5 not found in {layout.stores(artifacts)}" for s in STANDARD
                  if not config.feature_sets and s not in sets]
         report = write_report(out, entries, title=f"Classification heads: {run_name}",
-                              settings=settings_text(config), notes=notes)
+                              settings=head_settings(config), notes=notes)
         mark_done(out, fingerprint, config, inputs)
     return report
 
 
-def results_table(results_csv: Path) -> str:
-    """The fold='all' rows of a results.csv as a Markdown table."""
-    with open(results_csv, newline="", encoding="utf-8") as f:
-        rows = [r for r in csv.DictReader(f) if r["fold"] == "all"]
+def _run_option(parser) -> None:
+    parser.add_argument("--run", default="default", help="report name: <artifacts>/reports/RUN")
 
-    def cell(row, key):
-        num = lambda v: float(v) if v not in ("", None) else None  # noqa: E731
-        std = num(row[f"{key}_std"]) if row["protocol"] == "kfold" else None
-        return mean_std(num(row[key]), std)
 
-    shown = [{"dataset": r["dataset"], "features": r["features"],
-              **{k: cell(r, k) for k in ("map", "d_prime", "accuracy")}} for r in rows]
-    return markdown_table(shown, [("dataset", "dataset"), ("features", "features"),
-                                  ("map", "mAP"), ("d_prime", "d'"), ("accuracy", "accuracy")],
-                          ["l", "l", "r", "r", "r"])
+def _work(args, cfg: EvaluateConfig):
+    report = run(args.data, args.artifacts, cfg, args.device, not args.no_progress, args.run)
+    print(results_table(report.parent / "results.csv"))
+    print(f"\nreport: {report}")
 
 
 def main(argv=None) -> None:
-    parser = common_parser("Train heads on every feature store and write the comparison "
-                           "report.", data_required=False,
-                           data_help="dataset folder, only to name the data set in the report "
-                                     "(default: the --artifacts folder's name)")
-    parser.add_argument("--run", default="default", help="report name: <artifacts>/reports/RUN")
-    add_config_args(parser, EvaluateConfig)
-    args = parser.parse_args(argv)
-    try:
-        cfg = config_from_args(EvaluateConfig, args)
-    except ValueError as e:
-        parser.error(str(e))
-    with clean_errors("evaluate"):
-        try:
-            report = run(args.data, args.artifacts, cfg, device=args.device, run_name=args.run)
-        except (StoreError, FeatureSetError, FileNotFoundError, ValueError) as e:
-            raise SystemExit(f"evaluate: {e}") from e
-    print(results_table(report.parent / "results.csv"))
-    print(f"\nreport: {report}")
+    cli.stage_main(argv, "evaluate", "Train heads on every feature store and write the "
+                   "comparison report.", EvaluateConfig, _work, options=[_run_option],
+                   strict=False, data_required=False,
+                   data_help="dataset folder, only to name the data set in the report "
+                             "(default: the --artifacts folder's name)")
 
 
 if __name__ == "__main__":

@@ -29,14 +29,14 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
 import faiss
 import torch
 
-from pipelines.cli import config_from_args
+from bow.config import ConfigError
+from pipelines.cli import read_toml, resolve
 from pipelines.embed import EmbedConfig
 from pipelines.embed_kwmlp import EmbedKWMLPConfig
 from pipelines.evaluate import EvaluateConfig
@@ -62,8 +62,6 @@ PRESETS = {
 # Small sweeps the run includes (pipelines.sweep; the head width and dropout are the run's):
 SWEEPS = {"paper": (), "quick": (("codebook-size", {"sizes": (16, 64, 256)}), ("masking", {}))}
 FEATURE_SETS = ("bow", "bow-random", "kwmlp", "bow+kwmlp")
-DEFAULT_DATA = Path("data") / "default"   # under --artifacts
-KEYWORDS = Path("kwmlp") / "keywords"     # under --artifacts
 
 
 @dataclass(frozen=True)
@@ -90,15 +88,15 @@ def resolve_config(preset: str = "paper", toml: dict | None = None,
                    kwmlp_checkpoint: str | None = None, run_name: str = "default",
                    config_file: str | None = None, sweeps: bool = True) -> RunConfig:
     """Preset values, then the TOML's top-level split keys and per-stage tables (see the module
-    docstring); SystemExit naming the key on an unknown or invalid option."""
+    docstring); ConfigError naming the key on an unknown or invalid option."""
     if preset not in PRESETS:
-        raise SystemExit(f"--preset must be one of {sorted(PRESETS)} or auto, got {preset!r}")
+        raise ConfigError(f"--preset must be one of {sorted(PRESETS)} or auto, got {preset!r}")
     toml = dict(toml or {})
     splits = {k: toml.pop(k) for k in SPLIT_KEYS if k in toml}
     unknown = sorted(k for k in toml if k not in STAGES or not isinstance(toml[k], dict))
     if unknown:
-        raise SystemExit(f"config: unknown key(s) or table(s) {unknown}; expected "
-                         f"{list(SPLIT_KEYS)} and tables {list(STAGES)}")
+        raise ConfigError(f"config: unknown key(s) or table(s) {unknown}; expected "
+                          f"{list(SPLIT_KEYS)} and tables {list(STAGES)}")
     configs = {}
     for name, cls in STAGES.items():
         names = {f.name for f in dataclasses.fields(cls)}
@@ -111,13 +109,10 @@ def resolve_config(preset: str = "paper", toml: dict | None = None,
         bad = sorted(set(given) - names)
         owned = sorted(set(given) & RUN_OWNED.get(name, set()))
         if bad or owned:
-            raise SystemExit(f"config [{name}]: " + (f"unknown option(s) {bad}" if bad else
-                             f"{owned} are set by pipelines.run itself"))
+            raise ConfigError(f"config [{name}]: " + (f"unknown option(s) {bad}" if bad else
+                              f"{owned} are set by pipelines.run itself"))
         values.update(given)
-        try:
-            configs[name] = config_from_args(cls, argparse.Namespace(config=None, **values))
-        except (ValueError, SystemExit) as e:
-            raise SystemExit(f"config [{name}]: {e}") from e
+        configs[name] = resolve(cls, values, f"config [{name}]: ")
     head = configs["evaluate"]
     small = tuple((name, {**grid, **({"widths": (head.width,), "dropouts": (head.dropout,)}
                                      if name == "codebook-size" else {})})
@@ -163,13 +158,7 @@ def config_from_run_args(args: argparse.Namespace) -> RunConfig:
     if threads:
         torch.set_num_threads(threads)
         faiss.omp_set_num_threads(threads)
-    toml = {}
-    if args.config:
-        try:
-            with open(args.config, "rb") as fh:
-                toml = tomllib.load(fh)
-        except (OSError, tomllib.TOMLDecodeError) as e:
-            raise SystemExit(f"{args.config}: cannot read ({e})") from e
+    toml = read_toml(args.config) if args.config else {}
     checkpoint = str(args.kwmlp_checkpoint) if args.kwmlp_checkpoint else None
     return resolve_config(preset, toml, checkpoint, getattr(args, "run", "default"),
                           str(args.config) if args.config else None,

@@ -21,60 +21,31 @@ import json
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from bow.bagofwords.autoencoder import Autoencoder
-from bow.data.clips import logmel_clips
-from bow.report.figures import codebook_usage_plot, reconstruction_plot, store_usage, usage_stats
-from bow.report.tables import markdown_table
+from bow.bagofwords.tokens import FAMILIES
+from bow.bagofwords.training import ENCODERS
+from bow.heads.metrics import chance_map
+from bow.heads.protocols import scored_clips
 from bow.io.stage import atomic_path
 from bow.io.store import multi_hot
-from bow.bagofwords.tokens import FAMILIES
-from pipelines import embed, evaluate, train_autoencoders
-from pipelines.run_config import DEFAULT_DATA
+from bow.report.figures import (
+    codebook_usage_plot,
+    example_chunks,
+    reconstruction_plot,
+    store_usage,
+    usage_stats,
+)
+from bow.report.tables import markdown_table, results_table
+from pipelines import layout, sweep
 
 MARKER = "<!-- pipelines.run section -->"
 
 
-def chance_map(labels: np.ndarray) -> float | None:
-    """(N, C) multi-hot -> mean prevalence of the classes with a positive (None if N = 0)."""
-    y = np.asarray(labels, dtype=np.float64)
-    if not len(y):
-        return None
-    prevalence = y.mean(axis=0)
-    return float(prevalence[prevalence > 0].mean())
-
-
-def scored_clips(dataset, config) -> tuple[list, str]:
-    """The clips the heads are scored on: the eval splits, else (k-fold) every clip."""
-    clips = dataset.select(config.evaluate.eval_splits)
-    if clips:
-        return clips, "+".join(s for s in config.evaluate.eval_splits if s in dataset.splits)
-    return list(dataset.clips), "all clips (k-fold)"
-
-
-def example_chunks(dataset, clips, n: int = 4):
-    """(n, 96, 100) log-mel of one chunk (its most varied) from clips of distinct first labels."""
-    chosen, seen = [], set()
-    for clip in clips:
-        if clip.labels[0] not in seen:
-            seen.add(clip.labels[0])
-            chosen.append(clip)
-        if len(chosen) == n:
-            break
-    logmel, offsets, skipped = logmel_clips(chosen)
-    bad = {f for f, _ in skipped}
-    chosen = [c for c in chosen if c.fname not in bad]
-    rows = [int(offsets[i] + torch.argmax(logmel[offsets[i]:offsets[i + 1]].float()
-                                          .flatten(1).std(dim=1))) for i in range(len(chosen))]
-    return logmel[rows], [f"{c.fname} ({c.labels[0]})" for c in chosen]
-
-
 def _autoencoder_rows(artifacts: Path) -> list[dict]:
     rows = {}
-    for kind in train_autoencoders.ENCODERS:
-        hist = json.loads((train_autoencoders.output_dir(artifacts, kind) / "history.json")
-                          .read_text())
+    for kind in ENCODERS:
+        hist = json.loads((layout.autoencoders(artifacts, kind) / "history.json").read_text())
         for family, s in hist["families"].items():
             rows.setdefault(family, {"family": family})[kind] = \
                 f"{s['val_mse']:.3f}" + (f" (epoch {s['best_epoch']})" if kind == "trained"
@@ -85,7 +56,7 @@ def _autoencoder_rows(artifacts: Path) -> list[dict]:
 def _kwmlp_text(artifacts: Path, config) -> str:
     if config.kwmlp_checkpoint:
         return f"Checkpoint given: `{config.kwmlp_checkpoint}` (no pretraining of our own)."
-    info = json.loads((artifacts / "kwmlp" / "best.json").read_text())
+    info = json.loads((layout.kwmlp(artifacts) / "best.json").read_text())
     cfg = info["config"]
     return (f"No checkpoint was given, so this run pretrained **its own KW-MLP** "
             f"({config.preset} preset: {cfg['epochs']} epochs, depth {cfg['depth']}, batch "
@@ -99,7 +70,7 @@ def _kwmlp_text(artifacts: Path, config) -> str:
 
 def sweep_options(data: Path, artifacts: Path, config) -> str:
     """The pipelines.sweep options that reuse this run's stages (same data, preset, config)."""
-    builtin = Path(data).resolve() == (Path(artifacts) / DEFAULT_DATA).resolve()
+    builtin = Path(data).resolve() == layout.default_data(artifacts).resolve()
     options = ([] if builtin else [f"--data {data}"]) + [f"--artifacts {artifacts}",
                                                           f"--preset {config.preset}"]
     options += [f"--config {config.config_file}"] if config.config_file else []
@@ -109,10 +80,9 @@ def sweep_options(data: Path, artifacts: Path, config) -> str:
 
 
 def _sweeps_text(artifacts: Path, data: Path, config) -> list[str]:
-    from pipelines import sweep  # imported here: pipelines.sweep imports pipelines.run
     lines, commands = [], []
     for name in sweep.SWEEPS:
-        plot = sweep.plot_path(artifacts, name)
+        plot = layout.sweep_plot(artifacts, name)
         if plot.is_file():
             rel = Path("..", "..", plot.relative_to(artifacts)).as_posix()
             lines += [f"![{sweep.SWEEPS[name]}]({rel})", ""]
@@ -129,15 +99,15 @@ def add_section(report: Path, data: Path, dataset, artifacts: Path, config,
                 stages: list[dict]) -> dict:
     """Write the figures and append the run's section to ``report``; return its numbers."""
     out = report.parent
-    clips, scored = scored_clips(dataset, config)
+    clips, scored = scored_clips(dataset.clips, config.evaluate.eval_splits)
     chance = chance_map(np.stack([multi_hot(c.labels, dataset.vocabulary) for c in clips]))
-    usages = {f"{kind} encoders": store_usage(embed.store_path(artifacts, kind))
-              for kind in train_autoencoders.ENCODERS}
+    usages = {f"{kind} encoders": store_usage(layout.bow_store(artifacts, kind))
+              for kind in ENCODERS}
     codebook_usage_plot(out / "codebook_usage.png", usages,
                         title="Codebook usage per token family, all embedded chunks")
-    encoders = {f: Autoencoder.load(train_autoencoders.output_dir(artifacts, "trained")
-                                    / f"{f}.pt") for f in FAMILIES}
-    logmel, names = example_chunks(dataset, clips)
+    encoders = {f: Autoencoder.load(layout.autoencoders(artifacts) / f"{f}.pt")
+                for f in FAMILIES}
+    logmel, names = example_chunks(clips)
     reconstruction_plot(out / "autoencoder_reconstructions.png", encoders, logmel, names,
                         title="Log-mel chunks (left) and each family's reconstruction")
     usage_rows = [{"family": f, **{m: "{used}/{n_codes} used, perplexity {perplexity:.1f}"
@@ -175,6 +145,6 @@ def add_section(report: Path, data: Path, dataset, artifacts: Path, config,
 
 def results_text(run_dir: Path, info: dict) -> str:
     """The results table of the run and its chance level, for the terminal."""
-    table = evaluate.results_table(run_dir / "results.csv")
+    table = results_table(run_dir / "results.csv")
     return (f"{table}\n\nchance mAP on {info['scored_on']} (mean class prevalence): "
             f"{info['chance_map']:.3f}")

@@ -35,31 +35,26 @@ pass the run's preset (``--preset quick``) to reuse a quick run's stages.
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import json
-import math
-import time
 from pathlib import Path
 
-from bow.bagofwords.codebook import CODEBOOK_SIZES
+from bow.bagofwords.codebook import CODEBOOK_SIZES, CodebookError
 from bow.data.clips import clips_fingerprint
 from bow.data.datasets import load_dataset
-from bow.heads.protocols import evaluate
-from bow.io.featureset import load_features
+from bow.heads.metrics import chance_map
+from bow.heads.points import SCORES, Points
+from bow.heads.protocols import scored_clips
+from bow.io.stage import InputError, digest, file_digest, read_fingerprint, to_jsonable
+from bow.io.store import multi_hot, store_fingerprint
+from bow.kwmlp.scene import ALGORITHMS
 from bow.report.figures import sweep_plot
 from bow.report.tables import fmt, markdown_table, write_csv
-from bow.kwmlp.scene import ALGORITHMS
-from bow.io.stage import digest, file_digest, read_fingerprint, to_jsonable, write_json
-from bow.io.store import multi_hot, store_fingerprint
-from pipelines import (embed, embed_kwmlp, fit_codebooks, run, run_config, run_report,
-                       train_autoencoders)
+from pipelines import cli, embed, embed_kwmlp, fit_codebooks, layout, run_config, train_autoencoders
+from pipelines.orchestrate import Context, Stages, bow_stages, dataset_folder, kwmlp_checkpoint
 
 SWEEPS = {"codebook-size": "mAP against codebook size D (Verma, Fig. 2)",
           "masking": "mAP against token masking probability p (Verma, Fig. 3)",
           "kwmlp-scene": "KW-MLP scene algorithm (Morshed, Table 2)",
           "kwmlp-depth": "KW-MLP embedding depth (Morshed, Table 4)"}
-SCORES = ("map", "map_std", "d_prime", "mean_auc", "accuracy", "best_epoch", "epochs",
-          "n_train_clips", "n_eval_clips", "protocol")
 GRID = {"sizes": CODEBOOK_SIZES, "widths": (256, 512, 4096), "dropouts": (0.1, 0.4),
         "probabilities": tuple(round(0.1 * i, 1) for i in range(7)), "algorithms": ALGORITHMS,
         "depths": (4, 8, 12)}   # defaults: the papers' grids
@@ -69,86 +64,9 @@ PARAMS = {"codebook-size": ("n_codes", "width", "dropout"), "masking": ("mask_p"
           "kwmlp-scene": ("scene_algorithm",), "kwmlp-depth": ("blocks",)}
 
 
-def sweep_dir(artifacts: Path, name: str) -> Path:
-    return Path(artifacts) / "sweeps" / name
-
-
-def plot_path(artifacts: Path, name: str) -> Path:
-    return sweep_dir(artifacts, name) / f"{name}.png"
-
-
-def _finite(value):
-    return None if isinstance(value, float) and not math.isfinite(value) else value
-
-
 def _without(config, *keys) -> dict:
     """A config as plain JSON without ``keys`` (the swept values)."""
     return {k: v for k, v in to_jsonable(config).items() if k not in keys}
-
-
-class Points:
-    """The points of one sweep, one JSON file each (see the module docstring).
-
-    ``context`` is a digest of everything a point depends on except the swept values (the
-    upstream models, the clips, the other options): the CSV and the plot show every saved point
-    of the current context, so a full sweep after a smaller one (or the reverse) shows them all.
-    """
-
-    def __init__(self, folder: Path, head, device: str, progress: bool, log):
-        self.folder, self.head, self.device, self.progress, self.log = \
-            folder / "points", head, device, progress, log
-        self.context = ""
-
-    def _load(self, point: str, fingerprint: str) -> dict | None:
-        try:
-            saved = json.loads((self.folder / f"{point}.json").read_text())
-        except (OSError, ValueError):
-            return None
-        return saved["row"] if saved.get("fingerprint") == fingerprint else None
-
-    def _keep(self, point: str, fingerprint: str, row: dict) -> dict:
-        write_json(self.folder / f"{point}.json",
-                   {"fingerprint": fingerprint, "context": self.context, "row": row})
-        return row
-
-    def score(self, point: str, params: dict, stores: list[Path], **head_changes) -> dict:
-        """Train and score one head on ``stores`` (or reuse the saved point)."""
-        head = dataclasses.replace(self.head, **head_changes)
-        inputs = [[p.name, store_fingerprint(p, required=True)] for p in stores]
-        fingerprint = digest({"head": head, "stores": inputs})
-        row = self._load(point, fingerprint)
-        if row is not None:
-            self.log(f"  {point}: done before, mAP {row['map']:.4f}")
-            return row
-        start = time.perf_counter()
-        result = evaluate(load_features(stores), head, head.protocol, self.device, self.progress)
-        row = {"point": point, **params, **{k: _finite(result.get(k)) for k in SCORES},
-               "seconds": round(time.perf_counter() - start, 2)}
-        self.log(f"  {point}: mAP {row['map']:.4f} ({row['seconds']:.0f} s)")
-        return self._keep(point, fingerprint, row)
-
-    def failed_before(self, point: str, fingerprint: str) -> bool:
-        """True when ``point`` failed before with this fingerprint (it is not retried)."""
-        row = self._load(point, fingerprint)
-        return row is not None and "error" in row
-
-    def failed(self, point: str, params: dict, fingerprint: str, error: str) -> dict:
-        """Record a point that cannot be computed (kept, so a rerun does not retry it)."""
-        self.log(f"  {point}: failed: {error}")
-        return self._keep(point, fingerprint, {"point": point, **params, "error": error})
-
-    def rows(self, keys) -> list[dict]:
-        """Every saved point of the current context, sorted by ``keys``."""
-        rows = []
-        for path in sorted(self.folder.glob("*.json")):
-            try:
-                saved = json.loads(path.read_text())
-            except (OSError, ValueError):
-                continue
-            if saved.get("context") == self.context:
-                rows.append(saved["row"])
-        order = {name: i for i, name in enumerate(ALGORITHMS)}   # the paper's order
-        return sorted(rows, key=lambda r: tuple(order.get(r.get(k), r.get(k)) for k in keys))
 
 
 def _link(link: Path, target: Path) -> None:
@@ -170,8 +88,8 @@ def codebook_size(ctx, points: Points, sizes, widths, dropouts) -> None:
                              "embed": embed_cfg,
                              "head": _without(points.head, "width", "dropout")})
     for d in sizes:
-        folder = sweep_dir(ctx.artifacts, "codebook-size") / f"D{d}"
-        _link(train_autoencoders.output_dir(folder, "trained"), ae_dir)
+        folder = layout.sweep(ctx.artifacts, "codebook-size") / f"D{d}"
+        _link(layout.autoencoders(folder), ae_dir)
         cb = ctx.config.stage("fit_codebooks", encoder="trained", n_codes=d)
         grid = [(f"D{d}_w{w}_p{p:g}", {"n_codes": d, "width": w, "dropout": p})
                 for w in widths for p in dropouts]
@@ -183,7 +101,7 @@ def codebook_size(ctx, points: Points, sizes, widths, dropouts) -> None:
         ctx.log(f"D = {d}: codebooks and store in {folder}")
         try:
             fit_codebooks.run(ctx.data, folder, cb, ctx.device, ctx.progress)
-        except SystemExit as e:     # e.g. fewer training tokens than codes
+        except CodebookError as e:     # e.g. fewer training tokens than codes
             for point, params in grid:
                 points.failed(point, params, key, str(e))
             continue
@@ -194,9 +112,9 @@ def codebook_size(ctx, points: Points, sizes, widths, dropouts) -> None:
 
 
 def masking(ctx, points: Points, probabilities) -> None:
-    stages = run.Stages(3, ctx.log, label="upstream ")
-    store = run.bow_stages(stages, ctx.data, ctx.artifacts, ctx.config, ctx.device,
-                           ctx.progress, encoders=("trained",))["trained"]
+    stages = Stages(3, ctx.log, label="upstream ")
+    store = bow_stages(stages, ctx.data, ctx.artifacts, ctx.config, ctx.device,
+                       ctx.progress, encoders=("trained",))["trained"]
     points.context = digest({"store": store_fingerprint(store, required=True),
                              "head": _without(points.head, "mask_p")})
     for p in probabilities:
@@ -204,16 +122,16 @@ def masking(ctx, points: Points, probabilities) -> None:
 
 
 def kwmlp_sweep(ctx, points: Points, name: str, key: str, values) -> None:
-    stages = run.Stages(1, ctx.log, label="upstream ")
-    ckpt = run.kwmlp_checkpoint(stages, ctx.artifacts, ctx.config, ctx.device, ctx.progress,
-                                ctx.dataset, ctx.log)
+    stages = Stages(1, ctx.log, label="upstream ")
+    ckpt = kwmlp_checkpoint(stages, ctx.artifacts, ctx.config, ctx.device, ctx.progress,
+                            ctx.dataset, ctx.log)
     checkpoint = file_digest(ckpt)
     points.context = digest({"checkpoint": checkpoint,
                              "clips": clips_fingerprint(ctx.dataset.clips),
                              "embed_kwmlp": _without(ctx.config.embed_kwmlp, key, "checkpoint"),
                              "head": points.head})
     for value in values:
-        folder = sweep_dir(ctx.artifacts, name) / str(value)
+        folder = layout.sweep(ctx.artifacts, name) / str(value)
         cfg = ctx.config.stage("embed_kwmlp", checkpoint=str(ckpt), **{key: value})
         failure_key = digest({"embed_kwmlp": _without(cfg, "checkpoint"),
                               "checkpoint": checkpoint})
@@ -221,21 +139,10 @@ def kwmlp_sweep(ctx, points: Points, name: str, key: str, values) -> None:
             continue
         try:
             store = embed_kwmlp.run(ctx.data, folder, cfg, ctx.device, ctx.progress)
-        except SystemExit as e:     # e.g. more blocks than the checkpoint has
+        except InputError as e:     # e.g. more blocks than the checkpoint has
             points.failed(str(value), {key: value}, failure_key, str(e))
             continue
         points.score(str(value), {key: value}, [store])
-
-
-@dataclasses.dataclass
-class Context:
-    data: Path
-    artifacts: Path
-    config: run_config.RunConfig
-    dataset: object     # bow.data.datasets.Dataset
-    device: str
-    progress: bool
-    log: object
 
 
 def sweep(name: str, data: Path | None, artifacts: Path,
@@ -246,10 +153,11 @@ def sweep(name: str, data: Path | None, artifacts: Path,
     if name not in SWEEPS:
         raise ValueError(f"unknown sweep {name!r}; expected one of {list(SWEEPS)}")
     artifacts = Path(artifacts)
-    data = Path(data) if data is not None else run.default_data(artifacts)
+    data = dataset_folder(data, artifacts)
     ctx = Context(data, artifacts, config, load_dataset(data), device, progress, log)
-    folder = sweep_dir(artifacts, name)
-    points = Points(folder, config.evaluate, device, progress, log)
+    folder = layout.sweep(artifacts, name)
+    points = Points(folder, config.evaluate, device, progress, log,
+                    protocol=config.evaluate.protocol, order=ALGORITHMS)
     grid = {k: grid.get(k) or v for k, v in GRID.items()}
     if name == "codebook-size":
         codebook_size(ctx, points, grid["sizes"], grid["widths"], grid["dropouts"])
@@ -259,12 +167,12 @@ def sweep(name: str, data: Path | None, artifacts: Path,
         kwmlp_sweep(ctx, points, name, "scene_algorithm", grid["algorithms"])
     else:
         kwmlp_sweep(ctx, points, name, "blocks", grid["depths"])
-    clips, scored = run_report.scored_clips(ctx.dataset, config)
-    chance = run_report.chance_map([multi_hot(c.labels, ctx.dataset.vocabulary) for c in clips])
+    clips, scored = scored_clips(ctx.dataset.clips, config.evaluate.eval_splits)
+    chance = chance_map([multi_hot(c.labels, ctx.dataset.vocabulary) for c in clips])
     rows = points.rows(PARAMS[name])
     write_csv(folder / "results.csv", rows, ("point", *PARAMS[name], *SCORES, "error"))
     x = PARAMS[name][0]
-    sweep_plot(plot_path(artifacts, name), rows, x,
+    sweep_plot(layout.sweep_plot(artifacts, name), rows, x,
                groups=PARAMS[name][1:], label=FEATURES[name], xlabel={"n_codes": "codebook size D",
                                                 "mask_p": "masking probability p",
                                                 "blocks": "blocks (embedding depth)"}.get(x, x),
@@ -293,15 +201,16 @@ def main(argv=None) -> None:
                             help=f"{helps[key]}, comma-separated (default: "
                                  f"{','.join(map(str, default))})")
     args = parser.parse_args(argv)
-    config = run_config.config_from_run_args(args)
+    config = cli.guarded("sweep", parser, lambda: run_config.config_from_run_args(args))
     grid = {k: getattr(args, k) for k in GRID}
-    rows = sweep(args.sweep, args.data, args.artifacts, config, args.device,
-                 not args.no_progress, **grid)
+    rows = cli.guarded("sweep", parser, lambda: sweep(args.sweep, args.data, args.artifacts,
+                                                      config, args.device,
+                                                      not args.no_progress, **grid))
     shown = [{**r, "map": fmt(r.get("map")) if "error" not in r else f"failed: {r['error']}",
               "best_epoch": fmt(r.get("best_epoch"), 0)} for r in rows]
     print(markdown_table(shown, [(k, k) for k in ("point", *PARAMS[args.sweep], "map",
                                                   "d_prime", "best_epoch")]))
-    print(f"\nplot: {plot_path(args.artifacts, args.sweep)}")
+    print(f"\nplot: {layout.sweep_plot(args.artifacts, args.sweep)}")
 
 
 if __name__ == "__main__":

@@ -23,18 +23,14 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 from pathlib import Path
 
-import numpy as np
-
-from bow.heads.protocols import split_clips
-from bow.io.featureset import FeatureSetError, load_features
-from bow.heads.model import Head, HeadConfig
-from bow.heads.metrics import scores
+from bow.heads.model import HeadConfig
+from bow.heads.protocols import fit_and_score
+from bow.io.featureset import load_features
 from bow.io.stage import clear_done, is_done, locked, mark_done, stage_fingerprint, write_json
-from bow.io.store import StoreError, lock_dir, store_fingerprint
-from pipelines.cli import add_config_args, clean_errors, common_parser, config_from_args
+from bow.io.store import lock_dir, store_fingerprint
+from pipelines import cli, layout
 
 TrainHeadsConfig = HeadConfig  # the stage's config is the head's (paper defaults)
 
@@ -49,20 +45,11 @@ def head_name(paths) -> str:
     return "+".join(Path(p).stem for p in paths)
 
 
-def _plain(value):
-    """NaN / inf -> None and arrays -> lists, for strict JSON."""
-    if isinstance(value, np.ndarray):
-        return [_plain(v) for v in value.tolist()]
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
-def run(features, artifacts: Path, config: HeadConfig = TrainHeadsConfig(), name: str | None = None,
-        device: str = "auto", progress: bool = True) -> Path:
+def run(features, artifacts: Path, config: HeadConfig = TrainHeadsConfig(),
+        name: str | None = None, device: str = "auto", progress: bool = True) -> Path:
     """Train, save and score one head on the stores ``features``; return its folder."""
     paths = [Path(p) for p in features]
-    out = Path(artifacts) / "heads" / (name or head_name(paths))
+    out = layout.head(artifacts, name or head_name(paths))
     with contextlib.ExitStack() as locks:
         for p in paths:  # readers of the stores: embed cannot rewrite them meanwhile
             locks.enter_context(locked(lock_dir(p), "train_heads", shared=True))
@@ -72,20 +59,9 @@ def run(features, artifacts: Path, config: HeadConfig = TrainHeadsConfig(), name
         if is_done(out, fingerprint):
             return out
         clear_done(out)
-        data = load_features(paths)
-        train, val, test, validation = split_clips(data, config)
-        head = Head(config, device).fit(train, val, progress=progress)
+        head, result = fit_and_score(load_features(paths), config, device, progress)
         head.save(out)
-        result = {"n_train_clips": len(train), "n_val_clips": len(val),
-                  "n_eval_clips": len(test), "validation": validation,
-                  "best_epoch": head.best_epoch_, "best_val_map": head.best_val_map_,
-                  "epochs": len(head.history_), "stores": [str(p) for p in paths],
-                  "dropped_clips": data.dropped}
-        if len(test):
-            s = scores(test.labels, head.predict_clips(test))
-            s["per_class_ap"] = dict(zip(data.vocabulary, _plain(s["per_class_ap"])))
-            result.update({k: _plain(v) for k, v in s.items()})
-        write_json(out / "scores.json", result)
+        write_json(out / "scores.json", {**result, "stores": [str(p) for p in paths]})
         mark_done(out, fingerprint, config, inputs)
     return out
 
@@ -108,28 +84,25 @@ def summary(out: Path) -> str:
     return "\n".join(lines)
 
 
-def main(argv=None) -> None:
-    parser = common_parser("Train one MLP head on feature stores, save it and score it.",
-                           data_required=False, data_help="not used (stores hold the labels)")
+def _options(parser) -> None:
     parser.add_argument("--features", action="append", required=True, metavar="STORE.h5",
                         help="feature store(s): comma-separated or repeated; several are "
                              "concatenated chunk by chunk")
     parser.add_argument("--name", default=None,
                         help="head folder name under <artifacts>/heads (default: store names "
                              "joined with +)")
-    add_config_args(parser, TrainHeadsConfig)
-    args = parser.parse_args(argv)
-    try:
-        cfg = config_from_args(TrainHeadsConfig, args)
-    except ValueError as e:
-        parser.error(str(e))
-    with clean_errors("train_heads"):
-        try:
-            out = run(parse_features(args.features), args.artifacts, cfg, name=args.name,
-                      device=args.device)
-        except (StoreError, FeatureSetError, ValueError) as e:
-            raise SystemExit(f"train_heads: {e}") from e
+
+
+def _work(args, cfg: HeadConfig):
+    out = run(parse_features(args.features), args.artifacts, cfg, args.name, args.device,
+              not args.no_progress)
     print(summary(out))
+
+
+def main(argv=None) -> None:
+    cli.stage_main(argv, "train_heads", "Train one MLP head on feature stores, save it and "
+                   "score it.", TrainHeadsConfig, _work, options=[_options], strict=False,
+                   data_required=False, data_help="not used (stores hold the labels)")
 
 
 if __name__ == "__main__":

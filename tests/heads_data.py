@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 import torch
 
+from bow.audio.features import LogMel
 from bow.audio.load import chunk, read_audio
 from bow.data.datasets import load_dataset
-from bow.audio.features import LogMel
 from bow.io.store import ClipFeatures, merge, multi_hot, write_shard
 
 N_GROUPS = 24

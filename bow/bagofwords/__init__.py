@@ -1,1 +1,2 @@
-"""The bag-of-audio-words model (Verma): tokens, autoencoders, codebooks, count vectors, embedding, bundle."""
+"""The bag-of-audio-words model (Verma): tokens, autoencoders, codebooks, count vectors, embedding,
+bundle."""

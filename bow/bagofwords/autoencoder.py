@@ -12,7 +12,8 @@ Decisions where the paper is silent:
 - Inputs are standardised per dimension with the mean and std of the family's grid tokens over
   the training chunks (the tokens the encoder sees at inference), saved with the model; at
   inference the standardisation is folded into the first linear layer.
-- Training samples are random crops (``bow.bagofwords.tokens.sample``): each step draws ``batch_size``
+- Training samples are random crops (``bow.bagofwords.tokens.sample``): each step draws
+``batch_size``
   chunks uniformly with replacement and one crop at a random position from each. An epoch is
   ``steps_per_epoch`` steps. Validation: grid tokens of held-out chunks (at most
   ``max_val_tokens``, a seeded subset), MSE in standardised units (predicting the training
@@ -26,21 +27,22 @@ Files hold plain tensors and numbers (``torch.load(weights_only=True)``), never 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
-from bow.io.stage import ArtifactError, load_torch, save_torch
 from bow.bagofwords.tokens import DIMS, FAMILIES, grid, sample
+from bow.config import choose, narrow, option
+from bow.io.stage import ArtifactError, load_torch, save_torch
+from bow.progress import progress as progress_bar
 
 ENCODE_BATCH = 4096  # tokens per matmul at inference
-_PARAMS = ("family", "factor", "hidden", "dropout", "optimizer", "lr", "weight_decay",
-           "batch_size", "epochs", "steps_per_epoch", "patience", "max_val_tokens", "seed")
-_RESUMABLE = set(_PARAMS) - {"epochs", "patience"}  # a checkpoint may continue with new ones
+OPTIMIZERS = ("adam", "adamw", "sgd")
 
 
 _WORKSPACE = threading.local()
@@ -64,6 +66,29 @@ def _mlp(sizes: list[int], dropout: float) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
+@dataclass(frozen=True)
+class AutoencoderConfig:
+    """One family's autoencoder and its training. Paper: F = 10 (or 20), 2048 hidden units,
+    dropout 0.5, MSE. Ours (the paper is silent): Adam, lr 1e-3, batch 256 random crops, epochs
+    of 100 steps, at most 6 (see pipelines/train_autoencoders.py for the budget measurement)."""
+    factor: int = option(10, "bottleneck = token size / factor (10 or 20)")
+    hidden: int = option(2048, "hidden layer width")
+    dropout: float = option(0.5, "dropout after each hidden layer")
+    optimizer: str = option("adam", "adam, adamw or sgd (momentum 0.9)")
+    lr: float = option(1e-3, "learning rate")
+    weight_decay: float = option(0.0, "weight decay")
+    batch_size: int = option(256, "random crops per step")
+    epochs: int = option(6, "at most this many epochs")
+    steps_per_epoch: int = option(100, "optimiser steps per epoch")
+    patience: int = option(3, "early stopping: epochs without a better validation MSE")
+    max_val_tokens: int = option(20_000, "validation tokens per family (seeded subset of the "
+                                 "held-out grid tokens)")
+    seed: int = option(0, "seed for initialisation, crops, dropout")
+
+    def __post_init__(self):
+        choose("optimizer", self.optimizer, OPTIMIZERS)
+
+
 class Autoencoder:
     """One family's autoencoder: ``fit`` on log-mel chunks, ``encode`` tokens to codes.
 
@@ -71,16 +96,10 @@ class Autoencoder:
     history_ (per epoch: epoch, steps, train_mse, val_mse, seconds); best_epoch_.
     """
 
-    def __init__(self, family: str, factor: int = 10, hidden: int = 2048, dropout: float = 0.5,
-                 optimizer: str = "adam", lr: float = 1e-3, weight_decay: float = 0.0,
-                 batch_size: int = 256, epochs: int = 6, steps_per_epoch: int = 100,
-                 patience: int = 3, max_val_tokens: int = 20_000, seed: int = 0,
+    def __init__(self, family: str, config: AutoencoderConfig = AutoencoderConfig(),
                  device: str | torch.device = "cpu", checkpoint: str | Path | None = None,
                  progress: bool = False):
-        self.family, self.factor, self.hidden, self.dropout = family, factor, hidden, dropout
-        self.optimizer, self.lr, self.weight_decay = optimizer, lr, weight_decay
-        self.batch_size, self.epochs, self.steps_per_epoch = batch_size, epochs, steps_per_epoch
-        self.patience, self.max_val_tokens, self.seed = patience, max_val_tokens, seed
+        self.family, self.config = family, narrow(config, AutoencoderConfig)
         self.device, self.checkpoint, self.progress = device, checkpoint, progress
 
     @property
@@ -89,22 +108,29 @@ class Autoencoder:
 
     @property
     def bottleneck(self) -> int:
-        if self.dim % self.factor:
+        if self.dim % self.config.factor:
             raise ValueError(f"{self.family}: token size {self.dim} is not divisible by "
-                             f"factor {self.factor}")
-        return self.dim // self.factor
+                             f"factor {self.config.factor}")
+        return self.dim // self.config.factor
 
     def get_params(self) -> dict:
-        return {k: getattr(self, k) for k in _PARAMS}
+        """The family and the config, as saved in model files and bundles."""
+        return {"family": self.family, **dataclasses.asdict(self.config)}
+
+    @classmethod
+    def from_params(cls, params: dict, **kwargs) -> "Autoencoder":
+        """The inverse of ``get_params`` (``kwargs``: device, checkpoint, progress)."""
+        params = dict(params)
+        return cls(params.pop("family"), AutoencoderConfig(**params), **kwargs)
 
     def _build(self) -> None:
         """Seeded initialisation (PyTorch's default Linear init under torch.manual_seed(seed))."""
         if self.family not in FAMILIES:
             raise ValueError(f"unknown token family {self.family!r}; expected one of {FAMILIES}")
-        sizes = [self.dim, self.hidden, self.hidden, self.bottleneck]
+        sizes = [self.dim, self.config.hidden, self.config.hidden, self.bottleneck]
         with self._seeded():
-            self.encoder_ = _mlp(sizes, self.dropout)
-            self.decoder_ = _mlp(sizes[::-1], self.dropout)
+            self.encoder_ = _mlp(sizes, self.config.dropout)
+            self.decoder_ = _mlp(sizes[::-1], self.config.dropout)
         self.encoder_.to(self.device)
         self.decoder_.to(self.device)
         self._fast = None
@@ -115,9 +141,9 @@ class Autoencoder:
         dev = torch.device(self.device)
         cuda = [dev.index or 0] if dev.type == "cuda" else []
         with torch.random.fork_rng(devices=cuda):
-            torch.random.default_generator.manual_seed(self.seed)
+            torch.random.default_generator.manual_seed(self.config.seed)
             if cuda:
-                torch.cuda.manual_seed(self.seed)
+                torch.cuda.manual_seed(self.config.seed)
             yield
 
     def _standardise(self, x: torch.Tensor) -> torch.Tensor:
@@ -144,16 +170,15 @@ class Autoencoder:
         tok = torch.cat([grid(logmel[i:i + 512].float(), self.family).reshape(-1, self.dim).cpu()
                          for i in range(0, logmel.shape[0], 512)])
         if limit is not None and tok.shape[0] > limit:
-            g = torch.Generator().manual_seed(self.seed + 1)
+            g = torch.Generator().manual_seed(self.config.seed + 1)
             tok = tok[torch.randperm(tok.shape[0], generator=g)[:limit]]
         return tok
 
     def _make_optimizer(self, params) -> torch.optim.Optimizer:
         kinds = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}
-        if self.optimizer not in kinds:
-            raise ValueError(f"unknown optimizer {self.optimizer!r}; expected one of {list(kinds)}")
-        kw = {"momentum": 0.9} if self.optimizer == "sgd" else {}
-        return kinds[self.optimizer](params, lr=self.lr, weight_decay=self.weight_decay, **kw)
+        kw = {"momentum": 0.9} if self.config.optimizer == "sgd" else {}
+        return kinds[self.config.optimizer](params, lr=self.config.lr,
+                                            weight_decay=self.config.weight_decay, **kw)
 
     def fit(self, logmel: torch.Tensor, val_logmel: torch.Tensor) -> "Autoencoder":
         """Train on crops of ``logmel`` (n, 96, 100), validate on ``val_logmel`` (m, 96, 100).
@@ -167,12 +192,12 @@ class Autoencoder:
                              f"{logmel.shape[0]} and {val_logmel.shape[0]}")
         self._build()
         self._fit_standardisation(logmel)
-        val = self._grid_tokens(val_logmel, self.max_val_tokens)
+        val = self._grid_tokens(val_logmel, self.config.max_val_tokens)
         if self.family == "thumbnail":
             logmel = self._grid_tokens(logmel).to(logmel.device)  # (n, 80): crops to draw from
         params = list(self.encoder_.parameters()) + list(self.decoder_.parameters())
         opt = self._make_optimizer(params)
-        gen = torch.Generator().manual_seed(self.seed)
+        gen = torch.Generator().manual_seed(self.config.seed)
         state = {"epoch": 0, "best_epoch": 0, "bad": 0, "history": []}
         with self._seeded():
             best = self._resume(opt, gen, state)
@@ -181,7 +206,7 @@ class Autoencoder:
                 state["history"].append({"epoch": 0, "steps": 0, "train_mse": None,
                                          "val_mse": state["best_val"], "seconds": 0.0})
                 best = self._weights()
-            while state["epoch"] < self.epochs and state["bad"] < self.patience:
+            while state["epoch"] < self.config.epochs and state["bad"] < self.config.patience:
                 self._epoch(logmel, val, opt, gen, state)
                 if state["history"][-1]["val_mse"] < state["best_val"]:
                     state.update(best_val=state["history"][-1]["val_mse"],
@@ -199,10 +224,10 @@ class Autoencoder:
         self.encoder_.train()
         self.decoder_.train()
         total = 0.0
-        bar = tqdm(range(self.steps_per_epoch), disable=not self.progress, leave=False,
-                   desc=f"{self.family} epoch {state['epoch'] + 1}/{self.epochs}")
+        bar = progress_bar(range(self.config.steps_per_epoch), enabled=self.progress, leave=False,
+                           desc=f"{self.family} epoch {state['epoch'] + 1}/{self.config.epochs}")
         for step in bar:
-            idx = torch.randint(0, logmel.shape[0], (self.batch_size,), generator=gen)
+            idx = torch.randint(0, logmel.shape[0], (self.config.batch_size,), generator=gen)
             if self.family == "thumbnail":  # one position per chunk: its precomputed thumbnail
                 crops = logmel[idx.to(logmel.device)]
             else:
@@ -216,8 +241,8 @@ class Autoencoder:
             bar.set_postfix(mse=f"{total / (step + 1):.4f}")
         state["epoch"] += 1
         state["history"].append({"epoch": state["epoch"],
-                                 "steps": state["epoch"] * self.steps_per_epoch,
-                                 "train_mse": total / max(self.steps_per_epoch, 1),
+                                 "steps": state["epoch"] * self.config.steps_per_epoch,
+                                 "train_mse": total / max(self.config.steps_per_epoch, 1),
                                  "val_mse": self.score(val),
                                  "seconds": time.perf_counter() - start})
 
@@ -244,8 +269,9 @@ class Autoencoder:
         if path is None or not path.is_file():
             return None
         ck = load_torch(path, "autoencoder training checkpoint")
-        if {k: v for k, v in ck["params"].items() if k in _RESUMABLE} != \
-                {k: v for k, v in self.get_params().items() if k in _RESUMABLE}:
+        mutable = ("epochs", "patience")  # a checkpoint may continue with new ones
+        if {k: v for k, v in ck["params"].items() if k not in mutable} != \
+                {k: v for k, v in self.get_params().items() if k not in mutable}:
             return None  # another configuration's checkpoint: start afresh
         self._load_weights(ck["current"])
         opt.load_state_dict(ck["optimizer"])
@@ -325,7 +351,7 @@ class Autoencoder:
             raise ArtifactError(f"{path}: not a bow autoencoder file (no format "
                                 "'bow-autoencoder'; written by pipelines.train_autoencoders?)")
         try:
-            ae = cls(**blob["params"], device=device)
+            ae = cls.from_params(blob["params"], device=device)
             ae._build()
             ae._load_weights(blob)
             ae.mean_, ae.std_ = blob["mean"].to(device), blob["std"].to(device)

@@ -1,13 +1,15 @@
 """The bag-of-words model in one file: encoders, token standardisation, codebooks and config.
 
 A bundle is an ``.npz`` (numpy's zip of ``.npy`` arrays) read with ``allow_pickle=False``, so
-loading one never runs pickled code. Entries, for each family f of ``bow.bagofwords.tokens.FAMILIES``:
+loading one never runs pickled code. Entries, for each family f of
+``bow.bagofwords.tokens.FAMILIES``:
 
     config                      ()            str      JSON, below
-    f.mean, f.std               (dim,)        float32  token standardisation (bow.bagofwords.autoencoder)
-    f.encoder.{0,3,6}.weight    (out, in)     float32  the encoder's three Linear layers, named
-    f.encoder.{0,3,6}.bias      (out,)        float32  as in its nn.Sequential state dict
-    f.centroids                 (D, dim / F)  float32  the family's k-means codebook
+    f.mean, f.std               (dim,)        float32  token standardisation
+    (bow.bagofwords.autoencoder) f.encoder.{0,3,6}.weight    (out, in)     float32  the encoder's
+    three Linear layers, named f.encoder.{0,3,6}.bias      (out,)        float32  as in its
+    nn.Sequential state dict f.centroids                 (D, dim / F)  float32  the family's k-means
+    codebook
 
 config: ``format`` ("bow-bundle"), ``format_version``, ``families`` (order of the histograms),
 ``n_codes`` (D), ``normalise`` (count normalisation of the HEAR outputs: none, sqrt, log1p),
@@ -35,10 +37,11 @@ import torch
 
 from bow import __version__
 from bow.bagofwords.autoencoder import Autoencoder
+from bow.bagofwords.codebook import Codebook, CodebookConfig
 from bow.bagofwords.model import NORMALISATIONS, BagOfWords
-from bow.bagofwords.codebook import Codebook
-from bow.io.stage import atomic_path, to_jsonable
 from bow.bagofwords.tokens import DIMS, FAMILIES
+from bow.config import choose
+from bow.io.stage import atomic_path, to_jsonable
 
 FORMAT = "bow-bundle"
 FORMAT_VERSION = 1
@@ -64,8 +67,7 @@ def _encoder_shapes(params: dict) -> dict[str, tuple[int, ...]]:
 def write(path: str | Path, bag: BagOfWords, normalise: str = "none",
           meta: dict | None = None) -> None:
     """Write the encoders and codebooks of ``bag`` (and the config) to ``path`` atomically."""
-    if normalise not in NORMALISATIONS:
-        raise ValueError(f"normalise must be one of {NORMALISATIONS}, got {normalise!r}")
+    choose("normalise", normalise, NORMALISATIONS)
     arrays, stats = {}, {}
     for f in FAMILIES:
         ae, cb = bag.encoders[f], bag.codebooks[f]
@@ -199,7 +201,7 @@ class Bundle:
         return self.config["normalise"]
 
     def _autoencoder(self, family: str, device) -> Autoencoder:
-        ae = Autoencoder(**self.config["autoencoders"][family], device=device)
+        ae = Autoencoder.from_params(self.config["autoencoders"][family], device=device)
         ae._build()  # seeded layers of the right shapes, then the bundle's weights
         state = {name: torch.from_numpy(self.arrays[f"{family}.encoder.{name}"])
                  for name in ae.encoder_.state_dict()}
@@ -211,7 +213,7 @@ class Bundle:
         return ae
 
     def _codebook(self, family: str) -> Codebook:
-        cb = Codebook(**self.config["codebooks"][family])
+        cb = Codebook(CodebookConfig(**self.config["codebooks"][family]))
         cb.centroids_ = self.arrays[f"{family}.centroids"]
         stats = (self.config.get("stats") or {}).get(family) or {}  # informational only
         cb.objective_ = stats.get("kmeans_objective", float("nan"))
@@ -253,7 +255,7 @@ def read(path: str | Path) -> Bundle:
     return Bundle(path, config, arrays)
 
 
-def read_fingerprint(path: str | Path) -> str | None:
+def bundle_fingerprint(path: str | Path) -> str | None:
     """The export fingerprint recorded in a bundle's config, or None (no or unreadable file)."""
     try:
         return read_config(path).get("meta", {}).get("fingerprint")

@@ -1,9 +1,9 @@
 """K-means codebooks on FAISS: fit on a family's bottleneck codes, assign new codes, statistics.
 
-``Codebook(n_codes=256).fit(codes)`` runs ``faiss.Kmeans`` (at most ``niter`` Lloyd iterations
-from a k-means++ or random initialisation; FAISS stops early once the assignment no longer
-changes) ``nredo`` times, with seeds drawn from ``seed`` (``restart_seeds``: seed 0 and seed 1
-give unrelated restarts, not overlapping ones), and keeps the run with the lowest objective
+``Codebook(CodebookConfig(n_codes=256)).fit(codes)`` runs ``faiss.Kmeans`` (at most ``niter`` Lloyd
+iterations from a k-means++ or random initialisation; FAISS stops early once the assignment no
+longer changes) ``nredo`` times, with seeds drawn from ``seed`` (``restart_seeds``: seed 0 and seed
+1 give unrelated restarts, not overlapping ones), and keeps the run with the lowest objective
 over all points. It runs on the GPU when faiss sees one (``gpu="auto"``), else on the CPU.
 
 Defaults (the paper gives none): k-means++ initialisation, 100 iterations, 3 restarts. FAISS's
@@ -33,19 +33,39 @@ Files: centroids and parameters in an ``.npz`` (no pickles), statistics in a ``.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import faiss
 import numpy as np
 
+from bow.config import choose, narrow, option
 from bow.io.stage import atomic_path, write_json
 
 CODEBOOK_SIZES = (16, 64, 256, 1024)
 FAISS_MIN_POINTS = 39  # FAISS's default min_points_per_centroid, below which it warns
-_PARAMS = ("n_codes", "seed", "niter", "nredo", "max_points_per_centroid", "init")
 INITS = ("kmeans++", "random")
+
+
+@dataclass(frozen=True)
+class CodebookConfig:
+    """k-means codebook. Paper: D in {16, 64, 256, 1024}, best 256. Not in the paper: k-means++
+    initialisation, 100 iterations, 3 restarts, at most 256 training points per centroid
+    (FAISS's default subsample); see the module docstring for the measurements."""
+    n_codes: int = option(256, "codebook size D (16, 64, 256, 1024)")
+    seed: int = option(0, "k-means seed")
+    niter: int = option(100, "k-means iterations")
+    nredo: int = option(3, "k-means restarts (the best is kept)")
+    max_points_per_centroid: int = option(256, "FAISS trains on at most D times this many "
+                                          "points (seeded subsample)")
+    init: str = option("kmeans++", "k-means initialisation: kmeans++ or random")
+
+    def __post_init__(self):
+        choose("n_codes", self.n_codes, CODEBOOK_SIZES)
+        choose("init", self.init, INITS)
 
 
 class CodebookError(ValueError):
@@ -64,17 +84,19 @@ def faiss_gpus() -> int:
 
 
 class Codebook:
-    """k-means codebook of ``n_codes`` centroids. Learned: centroids_ (D, d) float32,
+    """k-means codebook of ``config.n_codes`` centroids. Learned: centroids_ (D, d) float32,
     objective_ (float), iterations_ (list of dict), stats_ (dict)."""
 
-    def __init__(self, n_codes: int = 256, seed: int = 0, niter: int = 100, nredo: int = 3,
-                 max_points_per_centroid: int = 256, init: str = "kmeans++",
-                 gpu: bool | str = "auto"):
-        self.n_codes, self.seed, self.niter, self.nredo = n_codes, seed, niter, nredo
-        self.max_points_per_centroid, self.init, self.gpu = max_points_per_centroid, init, gpu
+    def __init__(self, config: CodebookConfig = CodebookConfig(), gpu: bool | str = "auto"):
+        self.config, self.gpu = narrow(config, CodebookConfig), gpu
+
+    @property
+    def n_codes(self) -> int:
+        return self.config.n_codes
 
     def get_params(self) -> dict:
-        return {k: getattr(self, k) for k in _PARAMS}
+        """The config, as saved in codebook files and bundles."""
+        return dataclasses.asdict(self.config)
 
     def _use_gpu(self) -> bool:
         if self.gpu == "auto":
@@ -85,9 +107,7 @@ class Codebook:
         return bool(self.gpu)
 
     def _init_method(self) -> dict:
-        if self.init not in INITS:
-            raise CodebookError(f"unknown initialisation {self.init!r}; expected one of {INITS}")
-        if self.init == "random":
+        if self.config.init == "random":
             return {}  # FAISS's default: random training points
         method = getattr(faiss, "ClusteringInitMethod_KMEANS_PLUS_PLUS", None)
         if method is None:
@@ -108,9 +128,10 @@ class Codebook:
             raise CodebookError(f"{int((~np.isfinite(x)).sum())} non-finite values in the codes")
         use_gpu = self._use_gpu()
         self.iterations_, restarts, best = [], [], None
-        for r, seed in enumerate(restart_seeds(self.seed, self.nredo)):  # our own restarts,
-            km = faiss.Kmeans(d, self.n_codes, niter=self.niter, nredo=1, seed=seed,  # stats kept
-                              max_points_per_centroid=self.max_points_per_centroid,
+        cfg = self.config
+        for r, seed in enumerate(restart_seeds(cfg.seed, cfg.nredo)):  # our own restarts, so
+            km = faiss.Kmeans(d, self.n_codes, niter=cfg.niter, nredo=1, seed=seed,  # stats kept
+                              max_points_per_centroid=self.config.max_points_per_centroid,
                               min_points_per_centroid=1, gpu=use_gpu, verbose=False,
                               **self._init_method())
             km.train(x)
@@ -127,13 +148,13 @@ class Codebook:
         sizes = np.bincount(ids, minlength=self.n_codes)
         self.stats_ = {
             "n_points": n, "dim": d, "n_codes": self.n_codes,
-            "trained_on": min(n, self.n_codes * self.max_points_per_centroid),
+            "trained_on": min(n, self.n_codes * self.config.max_points_per_centroid),
             "points_per_centroid": n / self.n_codes,
             "few_points": n < FAISS_MIN_POINTS * self.n_codes,
             "device": "gpu" if use_gpu else "cpu",
             "objective": self.objective_, "mean_squared_distance": self.objective_ / n,
             "restart_objectives": restarts, "best_restart": r,
-            "restart_seeds": restart_seeds(self.seed, self.nredo),
+            "restart_seeds": restart_seeds(self.config.seed, self.config.nredo),
             "sizes": sizes.tolist(), "empty": int((sizes == 0).sum()),
             "min_size": int(sizes.min()), "max_size": int(sizes.max()),
             "imbalance": float(self.n_codes * (sizes.astype(np.float64) ** 2).sum() / n ** 2),
@@ -178,7 +199,9 @@ class Codebook:
             raise CodebookError(f"{path}: no such codebook file")
         try:
             with np.load(path, allow_pickle=False) as z:
-                cb = cls(**{k: (str(z[k]) if k == "init" else int(z[k])) for k in _PARAMS})
+                cb = cls(CodebookConfig(**{f.name: (str(z[f.name]) if f.name == "init" else
+                                                    int(z[f.name]))
+                                            for f in dataclasses.fields(CodebookConfig)}))
                 cb.centroids_ = np.ascontiguousarray(z["centroids"], dtype=np.float32)
                 cb.objective_ = float(z["objective"])
         except (OSError, KeyError, ValueError, TypeError, EOFError, zipfile.BadZipFile) as e:

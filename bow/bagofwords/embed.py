@@ -1,212 +1,151 @@
-"""Bag-of-words embeddings of whole clips: the clip vector, and timestamp embeddings every 50 ms.
+"""Bag-of-words count vectors of whole clips: one batching scheme for the store and for HEAR.
 
-Clip vector (``clip_vectors``): the store's (pipelines.embed), computed the same way: the
-clip's 1 s chunks (``bow.audio.load.chunk``, default tail rule) -> log-mel (``bow.audio.features.LogMel``)
--> ``BagOfWords.transform`` -> (n_chunks, 4 D) counts -> ``bow.bagofwords.model.clip_vector`` (their
-mean). It is the HEAR scene embedding.
+Per clip: 1 s chunks (``bow.audio.load.chunk``, default tail rule) -> log-mel
+(``bow.audio.features.LogMel``) -> ``BagOfWords.transform`` -> (n_chunks, 4 D) uint16 counts,
+and the clip vector, their mean (``bow.bagofwords.model.clip_vector``): the store's chunk and
+clip vectors (pipelines.embed) and the HEAR scene embedding (bow.hear.bow) alike.
 
-Timestamp embeddings (``window_counts``, ``timestamp_embeddings``), a design of ours (the
-paper embeds 1 s chunks only):
-* Windows. The clip's log-mel L (96, 100 n) is its n chunks' log-mels side by side in time
-  (the chunk vectors' own front end, per-chunk dB floor included). Window w is
-  L[:, 5 w : 5 w + 100], the 1 s starting at 50 w ms, for w = 0 .. 20 (n - 1); its vector is
-  the histogram of its 143 grid tokens, made exactly like a chunk's. So window 20 j is chunk j
-  and its vector is the store's chunk vector j.
-* Timestamps t_k = 50 k ms for k = 0 .. samples // 800 (0 to the clip's length, a hop of
-  50 ms, the largest HEAR recommends). t_k gets the window centred on it, w = k - 10, which covers
-  [t_k - 500, t_k + 500) ms, moved inside the clip where it would stick out (w clamped to
-  0 .. 20 (n - 1)): the first and last half second repeat the first and last windows. Every
-  timestamp embedding thus counts the 143 tokens of one 1 s window, on the scale of the chunk
-  vectors and the clip vector.
-* Cost. Embedding each window from scratch would encode 20 x 143 tokens per second of audio,
-  20 times the cost of the chunk vectors. But the patches (8 x 10) and spectral envelopes
-  (96 x 10) of window w lie on the 10-frame columns starting at frames 5 w + 10 i (i < 10):
-  the columns starting every 5 frames are shared by all windows, so they are encoded and
-  assigned once (twice as many as the chunk grid has) and each window gathers the code ids of
-  its 10 columns; only the band envelopes (8 x 100) and the thumbnail span a whole window and
-  are encoded per window. Per second of audio at the paper's sizes (F = 10, 2048 hidden):
-  patches 2 x 1.05, spectral envelopes 2 x 0.13, band envelopes 20 x 0.14, thumbnails
-  20 x 0.009 GFLOP: 5.4 GFLOP, 4.1 times the chunk vectors' 1.33 (from scratch: 26.6).
-  benchmarks/hear_memory.py measures the time.
+Batching (``BagOfWordsEmbedder.pooled``): the chunks of consecutive clips are pooled into
+batches of exactly ``batch_chunks`` (the last may be smaller), so short clips fill whole batches
+and memory holds at most one batch, one clip and the clips read ahead, whatever the clips'
+lengths. The counts of a clip do not depend on its neighbours (chunks are independent), except
+that a matmul's batch composition can move a code in its last float bit, so one scheme for
+every path keeps the store and HEAR outputs identical. On the CPU the log-mel of a batch is
+computed ``LOGMEL_BATCH`` chunks at a time: the same bytes, 2x faster than 256 at once on one
+thread (the STFT's frames stay in cache) and ~500 MB less memory.
 
-Memory. Clips are processed in pieces of at most ``piece_chunks`` chunks (a long clip in several
-pieces, short clips several to a piece); a piece of timestamp windows also reads the chunk after
-it (the windows starting in its last second end in the next one). Working memory is about
-3 MB per chunk of a piece (STFT, log-mel, window copies, tokens; ~110 MB at 32 chunks, measured
-on a 3-minute clip) plus the encoders' activations (2 x 4096 x hidden floats), whatever the
-clips' lengths; what grows with a clip is its audio, its chunk or window counts (uint16) and
-the output. The result does not depend on the pieces: every window and chunk sees
-the same log-mel and tokens (the codes can differ in the last float bit with the batch size of
-a matmul, so a code equidistant from two centroids to 1e-7 could change its id; not seen in
-the tests).
+``ShardEmbedder`` is the unit of work of bow.io.sharded for the bag-of-words store: a list of
+clips -> ClipFeatures and skipped clips; picklable (each process loads the encoders and
+codebooks from their folders on first use); clips are decoded ahead in threads
+(bow.audio.readahead: 1 on the CPU, more to feed a GPU) while the model computes.
 """
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import torch
 
-from bow.audio.load import CHUNK_SAMPLES, SAMPLE_RATE, n_chunks
-from bow.bagofwords.model import BagOfWords, clip_vector, histograms
-from bow.audio.features import HOP, LogMel
-from bow.bagofwords.tokens import COUNTS, DIMS, FAMILIES, N_FRAMES, N_MELS, SHAPES, grid
+from bow.audio.features import LogMel
+from bow.audio.load import AudioError, chunk, read_audio
+from bow.audio.readahead import default_threads, read_ahead
+from bow.bagofwords.model import BagOfWords, clip_vector
+from bow.bagofwords.tokens import FAMILIES
+from bow.data.datasets import Clip
+from bow.io.store import ClipFeatures, multi_hot
+from bow.runtime import check_precision, encoder_precision, resolve_device
 
-HOP_FRAMES = 5                                       # log-mel frames between windows
-HOP_MS = HOP_FRAMES * HOP * 1000 // SAMPLE_RATE      # 50 ms
-HOP_SAMPLES = HOP_FRAMES * HOP                       # 800
-WINDOWS_PER_CHUNK = N_FRAMES // HOP_FRAMES           # 20
-COLUMN_FRAMES = SHAPES["patch"][1]                   # 10, also the spectral envelope's width
-COLUMNS_PER_WINDOW = N_FRAMES // COLUMN_FRAMES       # 10
-STRIDE = COLUMN_FRAMES // HOP_FRAMES                 # 2: window w uses columns w + 2 i
-PATCH_ROWS = SHAPES["patch"][0]                      # 8 mel bands per patch
-PIECE_CHUNKS = 32
-
-
-def chunk_rows(audio: np.ndarray, start: int, stop: int) -> np.ndarray:
-    """Rows start..stop-1 of ``bow.audio.load.chunk(audio)`` (stop <= n_chunks), without the rest."""
-    part = np.asarray(audio[start * CHUNK_SAMPLES:stop * CHUNK_SAMPLES], dtype=np.float32)
-    out = np.zeros((stop - start, CHUNK_SAMPLES), dtype=np.float32)
-    out.reshape(-1)[:part.shape[0]] = part
-    return out
-
-
-def n_windows(n_samples: int) -> int:
-    """Number of 1 s windows (every 50 ms) of a clip: 20 (n_chunks - 1) + 1."""
-    return WINDOWS_PER_CHUNK * (n_chunks(n_samples) - 1) + 1
-
-
-def timestamps_ms(n_samples: int) -> np.ndarray:
-    """(samples // 800 + 1,) float32 timestamps 0, 50, 100, ... ms up to the clip's length."""
-    return (np.arange(n_samples // HOP_SAMPLES + 1) * HOP_MS).astype(np.float32)
-
-
-def timestamp_windows(n_samples: int) -> np.ndarray:
-    """(T,) int64 the window of each timestamp: centred on it, clamped inside the clip."""
-    k = np.arange(n_samples // HOP_SAMPLES + 1)
-    return np.clip(k - WINDOWS_PER_CHUNK // 2, 0, n_windows(n_samples) - 1)
-
-
-def plan(lengths: list[int], piece_chunks: int) -> list[list[tuple[int, int, int]]]:
-    """Chunk counts of clips -> pieces, each a list of (clip, start, stop) chunk ranges holding
-    at most ``piece_chunks`` chunks in all, in clip and time order."""
-    if piece_chunks < 1:
-        raise ValueError(f"piece_chunks must be at least 1, got {piece_chunks}")
-    pieces, current, size = [], [], 0
-    for i, n in enumerate(lengths):
-        for a in range(0, n, piece_chunks):
-            b = min(n, a + piece_chunks)
-            if current and size + b - a > piece_chunks:
-                pieces.append(current)
-                current, size = [], 0
-            current.append((i, a, b))
-            size += b - a
-    if current:
-        pieces.append(current)
-    return pieces
-
-
-def column_tokens(logmel: torch.Tensor, n_columns: int) -> dict[str, torch.Tensor]:
-    """(96, frames) log-mel -> patches (C * 12, 80) and spectral envelopes (C, 960) of the
-    ``n_columns`` 10-frame columns starting every 5 frames, each flattened (mel, frame)."""
-    cols = logmel.unfold(1, COLUMN_FRAMES, HOP_FRAMES)[:, :n_columns]      # (96, C, 10)
-    cols = cols.permute(1, 0, 2).contiguous()                              # (C, 96, 10)
-    return {"patch": cols.reshape(-1, DIMS["patch"]),
-            "spectral_envelope": cols.reshape(n_columns, DIMS["spectral_envelope"])}
-
-
-def window_tokens(logmel: torch.Tensor, n_win: int) -> dict[str, torch.Tensor]:
-    """(96, frames) log-mel -> band envelopes (W * 12, 800) and thumbnails (W, 80) of the
-    ``n_win`` 100-frame windows starting every 5 frames (bow.bagofwords.tokens.grid on each window)."""
-    wins = logmel.unfold(1, N_FRAMES, HOP_FRAMES)[:, :n_win].permute(1, 0, 2).contiguous()
-    return {f: grid(wins, f).reshape(-1, DIMS[f]) for f in ("band_envelope", "thumbnail")}
-
-
-def window_ids(ids: dict[str, np.ndarray], n_win: int, n_col: int) -> dict[str, np.ndarray]:
-    """Code ids of the column tokens (patch (C * 12,), spectral envelope (C,)) and window
-    tokens (band envelope (W * 12,), thumbnail (W,)) -> {family: (W, COUNTS[family])}, window
-    w taking the columns w + 2 i, i < 10 (bow.bagofwords.model.histograms makes the counts)."""
-    cols = np.arange(n_win)[:, None] + STRIDE * np.arange(COLUMNS_PER_WINDOW)[None]
-    return {"patch": ids["patch"].reshape(n_col, -1)[cols].reshape(n_win, -1),
-            "band_envelope": ids["band_envelope"].reshape(n_win, -1),
-            "spectral_envelope": ids["spectral_envelope"][cols],
-            "thumbnail": ids["thumbnail"].reshape(n_win, 1)}
+K = TypeVar("K")
+BATCH_CHUNKS = 256  # 1 s chunks per log-mel and encoding batch
+LOGMEL_BATCH = 16   # chunks per log-mel call on the CPU (see the module docstring)
 
 
 class BagOfWordsEmbedder:
-    """Clips (any lengths, 16 kHz) -> clip vectors and window counts with a ``BagOfWords``
-    whose encoders are on ``device``; ``piece_chunks`` bounds the chunks processed at once."""
+    """(n, 16000) chunks -> (n, 4 D) uint16 counts with a ``BagOfWords`` whose encoders are on
+    ``device``, ``batch_chunks`` at a time; ``precision`` (bow.runtime): fp32, or tf32 / bf16
+    for the encoders on CUDA."""
 
-    def __init__(self, bag: BagOfWords, piece_chunks: int = PIECE_CHUNKS,
-                 device: str | torch.device = "cpu"):
-        self.bag, self.piece_chunks = bag, piece_chunks
+    def __init__(self, bag: BagOfWords, device: str | torch.device = "cpu",
+                 batch_chunks: int = BATCH_CHUNKS, precision: str = "fp32"):
         self.device = torch.device(device)
+        check_precision(precision, self.device)
+        self.bag, self.batch_chunks, self.precision = bag, batch_chunks, precision
         self.front = LogMel().to(self.device)
 
     @torch.inference_mode()
-    def _logmel(self, rows: np.ndarray) -> torch.Tensor:
-        return self.front(torch.from_numpy(rows).to(self.device))
+    def counts(self, chunks: np.ndarray) -> np.ndarray:
+        """(n, 16000) chunks -> (n, 4 D) uint16 counts, in one batch."""
+        x = torch.from_numpy(chunks).to(self.device)
+        step = LOGMEL_BATCH if self.device.type == "cpu" else len(x)
+        logmel = torch.cat([self.front(x[i:i + step]) for i in range(0, len(x), step)])
+        with encoder_precision(self.precision, self.device):
+            return self.bag.transform(logmel)
+
+    def pooled(self, items: Iterable[tuple[K, np.ndarray]]) -> Iterator[tuple[K, np.ndarray]]:
+        """(key, (n_i, 16000) chunks) in order -> (key, (n_i, 4 D) counts) in the same order,
+        chunks pooled across items into batches of ``batch_chunks``."""
+        waiting: deque = deque()                # keys whose count rows are not all done
+        parts, n_parts = [], 0                  # chunks given, not yet embedded
+        rows = np.zeros((0, 0), np.uint16)      # count rows done, not yet handed out
+
+        def embed(flat: np.ndarray, n: int) -> np.ndarray:
+            done = [self.counts(flat[j:j + self.batch_chunks])
+                    for j in range(0, n, self.batch_chunks)]
+            return np.concatenate([rows] + done) if len(rows) else np.concatenate(done)
+
+        for key, chunks in items:
+            waiting.append((key, len(chunks)))
+            parts.append(chunks)
+            n_parts += len(chunks)
+            if n_parts >= self.batch_chunks:
+                flat = parts[0] if len(parts) == 1 else np.concatenate(parts)
+                n = n_parts // self.batch_chunks * self.batch_chunks
+                rows = embed(flat, n)
+                parts, n_parts = ([flat[n:]] if n < n_parts else []), n_parts - n
+            while waiting and waiting[0][1] <= len(rows):
+                key, n = waiting.popleft()
+                yield key, rows[:n].copy()
+                rows = rows[n:]
+        if n_parts:
+            rows = embed(parts[0] if len(parts) == 1 else np.concatenate(parts), n_parts)
+        for key, n in waiting:
+            yield key, rows[:n].copy()
+            rows = rows[n:]
 
     def clip_vectors(self, audios: list[np.ndarray]) -> np.ndarray:
-        """List of (samples_i,) -> (len, 4 D) float32 clip vectors, as in the store."""
-        if not audios:
-            return np.zeros((0, len(FAMILIES) * self.bag.n_codes), dtype=np.float32)
-        lengths = [n_chunks(len(a)) for a in audios]
-        counts: list[list[np.ndarray]] = [[] for _ in audios]
-        for piece in plan(lengths, self.piece_chunks):
-            rows = np.concatenate([chunk_rows(audios[i], a, b) for i, a, b in piece])
-            out = self.bag.transform(self._logmel(rows))
-            ends = np.cumsum([b - a for _, a, b in piece])[:-1]
-            for (i, _, _), part in zip(piece, np.split(out, ends)):
-                counts[i].append(part)
-        return np.stack([clip_vector(np.concatenate(c)) for c in counts])
-
-    @torch.inference_mode()
-    def _piece_windows(self, audios, lengths, piece) -> list[np.ndarray]:
-        """One piece -> per range (clip, start, stop): (windows, 4 D) uint16 counts."""
-        rows = [chunk_rows(audios[i], a, min(b + 1, lengths[i])) for i, a, b in piece]
-        logmel = self._logmel(np.concatenate(rows))
-        tokens: dict[str, list[torch.Tensor]] = {f: [] for f in FAMILIES}
-        sizes, offset = [], 0
-        for (i, a, b), r in zip(piece, rows):
-            m = r.shape[0]
-            flat = logmel[offset:offset + m].permute(1, 0, 2).reshape(N_MELS, m * N_FRAMES)
-            offset += m
-            n_win = WINDOWS_PER_CHUNK * (b - a) - (WINDOWS_PER_CHUNK - 1) * (b == lengths[i])
-            n_col = n_win + STRIDE * (COLUMNS_PER_WINDOW - 1)
-            for f, t in (column_tokens(flat, n_col) | window_tokens(flat, n_win)).items():
-                tokens[f].append(t)
-            sizes.append((n_win, n_col))
-        ids = {f: self.bag.codebooks[f].assign(
-                   self.bag.encoders[f].encode(torch.cat(tokens[f])).cpu().numpy())
-               for f in FAMILIES}
-        out, used = [], dict.fromkeys(FAMILIES, 0)
-        for n_win, n_col in sizes:
-            per = {"patch": n_col * N_MELS // PATCH_ROWS, "spectral_envelope": n_col,
-                   "band_envelope": n_win * COUNTS["band_envelope"], "thumbnail": n_win}
-            part = {f: ids[f][used[f]:used[f] + per[f]] for f in FAMILIES}
-            used = {f: used[f] + per[f] for f in FAMILIES}
-            out.append(histograms(window_ids(part, n_win, n_col), self.bag.n_codes))
+        """List of (samples_i,) 16 kHz -> (len, 4 D) float32 clip vectors, as in the store."""
+        out = np.zeros((len(audios), len(FAMILIES) * self.bag.n_codes), dtype=np.float32)
+        for i, counts in self.pooled((i, chunk(a)) for i, a in enumerate(audios)):
+            out[i] = clip_vector(counts)
         return out
 
-    def window_counts(self, audios: list[np.ndarray]) -> Iterator[tuple[int, np.ndarray]]:
-        """List of (samples_i,) -> yields (i, (n_windows_i, 4 D) uint16 counts) per clip, in
-        order, as soon as the clip is done."""
-        lengths = [n_chunks(len(a)) for a in audios]
-        width = len(FAMILIES) * self.bag.n_codes
-        pending: dict[int, np.ndarray] = {}
-        for piece in plan(lengths, self.piece_chunks):
-            for (i, a, b), counts in zip(piece, self._piece_windows(audios, lengths, piece)):
-                if i not in pending:
-                    pending[i] = np.empty((n_windows(len(audios[i])), width), dtype=np.uint16)
-                w0 = WINDOWS_PER_CHUNK * a
-                pending[i][w0:w0 + counts.shape[0]] = counts
-                if b == lengths[i]:
-                    yield i, pending.pop(i)
 
-    def timestamp_embeddings(self, audios: list[np.ndarray]
-                             ) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
-        """List of (samples_i,) -> yields (i, (T_i, 4 D) float32 counts, (T_i,) ms) per clip."""
-        for i, counts in self.window_counts(audios):
-            rows = timestamp_windows(len(audios[i]))
-            yield i, counts[rows].astype(np.float32), timestamps_ms(len(audios[i]))
+def _read_chunks(path) -> np.ndarray:
+    """(n_chunks, 16000) float32 chunks of a file (bow.audio.load defaults)."""
+    return chunk(read_audio(path))
+
+
+class ShardEmbedder:
+    """list[Clip] -> ([ClipFeatures], [(fname, reason)]) for bow.io.sharded (module docstring)."""
+
+    def __init__(self, autoencoders: Path, codebooks: Path, vocabulary: list[str],
+                 device: str = "cpu", batch_chunks: int = BATCH_CHUNKS, precision: str = "fp32",
+                 decode_threads: int | None = None):
+        self.autoencoders, self.codebooks, self.vocabulary = autoencoders, codebooks, vocabulary
+        self.device, self.batch_chunks = device, batch_chunks
+        self.precision, self.decode_threads = precision, decode_threads
+        check_precision(precision, device)
+        self._embedder = None
+
+    def __getstate__(self):
+        return {**self.__dict__, "_embedder": None}
+
+    def embedder(self) -> BagOfWordsEmbedder:
+        if self._embedder is None:
+            dev = resolve_device(self.device)
+            self._embedder = BagOfWordsEmbedder(
+                BagOfWords.load(self.autoencoders, self.codebooks, dev), dev, self.batch_chunks,
+                self.precision)
+        return self._embedder
+
+    def __call__(self, clips: list[Clip]):
+        skipped = []
+        threads = self.decode_threads
+        if threads is None:
+            threads = default_threads(torch.device(self.device).type)
+
+        def readable():
+            for clip, chunks in read_ahead(clips, _read_chunks, threads):
+                if isinstance(chunks, AudioError):
+                    skipped.append((clip.fname, str(chunks)))
+                else:
+                    yield clip, chunks
+
+        items = [ClipFeatures(fname=clip.fname, split=clip.split,
+                              labels=multi_hot(clip.labels, self.vocabulary),
+                              chunks=counts, clip=clip_vector(counts))
+                 for clip, counts in self.embedder().pooled(readable())]
+        return items, skipped

@@ -1,15 +1,15 @@
 """Bag of audio words: log-mel chunks -> code ids -> histograms; count normalisation; masking.
 
-Per 1 s chunk the 143 grid tokens (``bow.bagofwords.tokens``) are encoded by their family's autoencoder
-and assigned to the nearest centroid of the family's codebook; the ids become four histograms
-of length D, concatenated in ``bow.bagofwords.tokens.FAMILIES`` order (patch, band envelope, spectral
-envelope, thumbnail) into one (4 D,) count vector that sums to 143.
+Per 1 s chunk the 143 grid tokens (``bow.bagofwords.tokens``) are encoded by their family's
+autoencoder and assigned to the nearest centroid of the family's codebook; the ids become four
+histograms of length D, concatenated in ``bow.bagofwords.tokens.FAMILIES`` order (patch, band
+envelope, spectral envelope, thumbnail) into one (4 D,) count vector that sums to 143.
 
 Clip level: the clip vector is the MEAN of its chunk vectors (float32, sums to 143): it does not
 grow with the clip's length, so short and long clips are on one scale, and it is what the
 FINDINGS probe used. Stores keep raw counts (chunks: uint16); ``normalise`` (none, sqrt,
 log1p; sqrt by default, measured to help in ../shared/FINDINGS.md) is applied where vectors
-are consumed, and ``mask_counts`` (token masking, p = 0.35) regularises the heads.
+are consumed (the heads, the HEAR outputs); the heads' token masking is bow.heads.model's.
 """
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ import torch
 from bow.bagofwords.autoencoder import ENCODE_BATCH, Autoencoder
 from bow.bagofwords.codebook import Codebook
 from bow.bagofwords.tokens import COUNTS, FAMILIES, TOKENS_PER_CHUNK, grid
+from bow.config import choose
 
 NORMALISATIONS = ("none", "sqrt", "log1p")
 
@@ -53,29 +54,15 @@ def clip_vector(chunk_counts: np.ndarray) -> np.ndarray:
     return np.asarray(chunk_counts, dtype=np.float64).mean(axis=0).astype(np.float32)
 
 
-def normalise(counts, method: str = "sqrt") -> np.ndarray:
-    """Count normalisation where vectors are consumed: none, sqrt (default) or log1p; float32."""
+def normalise(counts, method: str = "sqrt"):
+    """Count normalisation where vectors are consumed: none, sqrt (default) or log1p, all
+    mapping 0 to 0. A torch tensor gives a float tensor, anything else a float32 array."""
+    choose("normalisation", method, NORMALISATIONS)
+    if isinstance(counts, torch.Tensor):
+        x = counts.float()
+        return x if method == "none" else getattr(torch, method)(x)
     x = np.asarray(counts, dtype=np.float32)
-    if method == "none":
-        return x
-    if method == "sqrt":
-        return np.sqrt(x)
-    if method == "log1p":
-        return np.log1p(x)
-    raise ValueError(f"unknown count normalisation {method!r}; expected one of {NORMALISATIONS}")
-
-
-def mask_counts(counts, p: float = 0.35, rng: np.random.Generator | int = 0) -> np.ndarray:
-    """Token masking: zero each count independently with probability ``p`` (seeded).
-
-    ``rng`` is a numpy Generator (advanced in place, for a new mask every epoch) or a seed.
-    """
-    if not 0.0 <= p <= 1.0:
-        raise ValueError(f"masking probability must be in [0, 1], got {p}")
-    rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
-    x = np.array(counts, copy=True)
-    x[rng.random(x.shape) < p] = 0
-    return x
+    return x if method == "none" else getattr(np, method)(x)
 
 
 class BagOfWords:

@@ -1,1 +1,2 @@
-"""Data sets: the three folder layouts as clip records, clip lists and fingerprints, the built-in synthetic set."""
+"""Data sets: the three folder layouts as clip records, clip lists and fingerprints, the built-in
+synthetic set."""

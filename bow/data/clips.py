@@ -1,24 +1,23 @@
-"""Training material for the bag-of-words model: log-mel of clips, held-out clips, fingerprints.
-
-``logmel_clips`` reads each clip (``bow.audio.load.read_audio``), cuts it into 1 s chunks
-(``bow.audio.load.chunk``, default tail rule) and computes the (96, 100) log-mel of every chunk
-(``bow.audio.features.LogMel``), kept as float16 (19.2 KB a chunk: about 5.5 GB for FSD50K's 80 h
-of dev audio; pass ``max_clips`` to fit on a seeded subset instead). Clips that cannot be read
-are returned as (fname, reason) and left out.
+"""Clip lists: fingerprints, seeded subsets and hold-outs, training splits, labels.csv views.
 
 ``clips_fingerprint`` identifies a clip list by each clip's name, split, labels, file size and
 modification time (like make; hashing every audio byte of a large data set would cost minutes).
+
+``labels_view`` writes a labels.csv-layout data set whose ``audio/`` links to other clips (no
+copies where links work): how pipelines.run gives KW-MLP pretraining, which needs one label per
+clip, the training clips with their first label.
 """
 from __future__ import annotations
 
-import numpy as np
-import torch
-from tqdm.auto import tqdm
+import csv
+import io
+import shutil
+from pathlib import Path
 
-from bow.audio.load import AudioError, chunk, read_audio
-from bow.data.datasets import Clip
-from bow.audio.features import LogMel
-from bow.io.stage import digest
+import numpy as np
+
+from bow.data.datasets import Clip, Dataset
+from bow.io.stage import InputError, atomic_path, digest
 
 
 def clips_fingerprint(clips: list[Clip]) -> str:
@@ -44,41 +43,47 @@ def subset(clips: list[Clip], max_clips: int | None, seed: int) -> list[Clip]:
 def holdout(clips: list[Clip], fraction: float, seed: int) -> tuple[list[Clip], list[Clip]]:
     """Split clips into (fit, held out): a seeded ``fraction`` of them, at least one each side."""
     if len(clips) < 2:
-        raise ValueError(f"need at least 2 training clips to hold some out, got {len(clips)}")
+        raise InputError(f"need at least 2 clips to hold some out, got {len(clips)}")
     n_held = min(len(clips) - 1, max(1, round(fraction * len(clips))))
     held = set(np.random.default_rng(seed).choice(len(clips), size=n_held, replace=False))
     return ([c for i, c in enumerate(clips) if i not in held],
             [c for i, c in enumerate(clips) if i in held])
 
 
-def logmel_clips(clips: list[Clip], device: str | torch.device = "cpu", batch_chunks: int = 256,
-                 progress: bool = False, desc: str = "log-mel",
-                 ) -> tuple[torch.Tensor, np.ndarray, list[tuple[str, str]]]:
-    """Clips -> (n_chunks, 96, 100) float16 log-mel on ``device``, (n_clips_read + 1,) int64
-    chunk offsets per clip read, and [(fname, reason)] for the clips that could not be read."""
-    front = LogMel().to(device)
-    parts, lengths, skipped, pending = [], [], [], []
+def training_clips(dataset: Dataset, splits, max_clips: int | None = None,
+                   seed: int = 0) -> list[Clip]:
+    """The clips of ``splits`` (a seeded subset of at most ``max_clips``); InputError if none."""
+    clips = dataset.select(splits)
+    if not clips:
+        raise InputError(f"{dataset.root}: no clips in the training split(s) {list(splits)}; "
+                         f"the data set has splits {dataset.splits} (set --train-splits)")
+    return subset(clips, max_clips, seed)
 
-    def flush():
-        if pending:
-            batch = torch.from_numpy(np.concatenate(pending)).to(device)
-            with torch.no_grad():
-                parts.extend(front(batch[i:i + batch_chunks]).half()
-                             for i in range(0, batch.shape[0], batch_chunks))
-            pending.clear()
 
-    for clip in tqdm(clips, desc=desc, unit="clip", disable=not progress):
-        try:
-            chunks = chunk(read_audio(clip.path))
-        except AudioError as e:
-            skipped.append((clip.fname, str(e)))
-            continue
-        pending.append(chunks)
-        lengths.append(chunks.shape[0])
-        if sum(len(p) for p in pending) >= batch_chunks:
-            flush()
-    flush()
-    logmel = torch.cat(parts) if parts else torch.empty(0, 96, 100, dtype=torch.float16,
-                                                         device=device)
-    offsets = np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)]).astype(np.int64)
-    return logmel, offsets, skipped
+def labels_view(parts: dict[str, list[Clip]], folder: Path, label=lambda c: c.labels[0]
+                ) -> Path:
+    """Write ``folder/labels.csv`` (split name -> clips, each with ``label(clip)``) and
+    ``folder/audio/`` links to the clips' files (copies where links fail); return ``folder``.
+    Rewrites only what changed, so an unchanged view keeps its files' times."""
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(["fname", "labels", "split"])
+    for split, clips in parts.items():
+        for clip in clips:
+            name = clip.fname if clip.fname.endswith(clip.path.suffix) else \
+                clip.fname + clip.path.suffix
+            writer.writerow([name, label(clip), split])
+            link, target = folder / "audio" / name, clip.path.resolve()
+            if link.is_symlink() and link.readlink() == target:
+                continue
+            link.parent.mkdir(parents=True, exist_ok=True)
+            link.unlink(missing_ok=True)
+            try:
+                link.symlink_to(target)
+            except OSError:
+                shutil.copy2(target, link)
+    labels_csv = folder / "labels.csv"
+    if not labels_csv.is_file() or labels_csv.read_text() != text.getvalue():
+        with atomic_path(labels_csv) as tmp:
+            tmp.write_text(text.getvalue())
+    return folder

@@ -12,7 +12,8 @@ Three layouts are detected automatically from the folder given:
   and ``testing_list.txt`` (paths relative to the root, e.g. ``yes/0a7c2a8d_nohash_0.wav``).
   Listed clips get split ``val`` / ``test``, all others ``train``; the fname is the relative
   path. Folders starting with ``_`` (``_background_noise_``) hold no keywords and are ignored.
-  The vocabulary is the sorted set of words (folders with at least one clip). A listed file that does not exist is in ``invalid``.
+  The vocabulary is the sorted set of words (folders with at least one clip). A listed file that
+  does not exist is in ``invalid``.
 
 A row whose labels are outside the vocabulary is not a clip: it is listed in ``Dataset.invalid``
 with the reason, for the stages to report. Missing audio files are found when read.

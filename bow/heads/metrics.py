@@ -9,6 +9,8 @@ Decisions (the papers leave them open):
   ROC AUC over the classes with both positives and negatives, then
   d' = sqrt(2) * Phi^-1(mean AUC). (The mean of per-class d' would weigh a class at
   AUC 0.999 without bound.) An AUC of exactly 1 gives d' = inf.
+* Chance mAP (``chance_map``): the mean prevalence of the classes with a positive, the
+  expected mAP of random scores.
 * Accuracy (single-label data only): argmax of the clip probabilities against the clip's
   one label.
 """
@@ -114,3 +116,12 @@ def scores(labels: np.ndarray, probs: np.ndarray) -> dict:
     if is_single_label(labels):
         out["accuracy"] = accuracy(labels, probs)
     return out
+
+
+def chance_map(labels: np.ndarray) -> float | None:
+    """(N, C) multi-hot -> mean prevalence of the classes with a positive (None if N = 0)."""
+    y = np.asarray(labels, dtype=np.float64)
+    if not len(y):
+        return None
+    prevalence = y.mean(axis=0)
+    return float(prevalence[prevalence > 0].mean())

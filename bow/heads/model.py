@@ -8,11 +8,11 @@ Decisions (the paper gives the architecture and the loss; the rest is ours):
   sigmoid outputs. W = 512 and dropout 0.4 by default (the paper tried 256/512/4096 and
   0.1/0.4). The output biases start at the logits of the training class priors (clipped to
   [1e-3, 1 - 1e-3]) instead of 0 (p = 0.5): with the Huber loss on probabilities, starting at
-  0.5 (``output_bias="zero"``) makes the first steps push every output towards 0, where the sigmoid's gradient
-  vanishes and classes stall with inverted rankings. Measured on ESC-10 (400 clips, mean
-  log-mel of each chunk as the vector, 5-fold protocol of bow.heads.protocols, other settings
-  default): Huber mAP 0.561 +- 0.106, accuracy 0.483 +- 0.082 with zero biases; 0.780 +- 0.042
-  and 0.715 +- 0.048 with prior biases (BCE: 0.773 / 0.692 zero, 0.787 / 0.708 prior).
+  0.5 (``output_bias="zero"``) makes the first steps push every output towards 0, where the
+  sigmoid's gradient vanishes and classes stall with inverted rankings. Measured on ESC-10 (400
+  clips, mean log-mel of each chunk as the vector, 5-fold protocol of bow.heads.protocols, other
+  settings default): Huber mAP 0.561 +- 0.106, accuracy 0.483 +- 0.082 with zero biases; 0.780 +-
+  0.042 and 0.715 +- 0.048 with prior biases (BCE: 0.773 / 0.692 zero, 0.787 / 0.708 prior).
 * Loss: Huber between labels and sigmoid probabilities (the paper's choice), delta 1. Since
   |p - y| <= 1 this equals half the squared error; "bce" (on logits) is the alternative.
 * Inputs: count columns (bag of words) are normalised (sqrt by default, or log1p, or none),
@@ -33,21 +33,22 @@ from __future__ import annotations
 
 import copy
 import zipfile
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
-from bow.io.featureset import FeatureSet
+from bow.bagofwords.model import NORMALISATIONS, normalise
+from bow.config import ConfigError, choose, option
 from bow.heads.metrics import clip_probabilities, mean_average_precision
-from bow.runtime import resolve_device
+from bow.io.featureset import FeatureSet, FeatureSetError
 from bow.io.stage import ArtifactError, atomic_path, read_json, write_json
+from bow.progress import progress as progress_bar
+from bow.runtime import resolve_device
 
-NORMALISATIONS = ("none", "sqrt", "log1p")
 LOSSES = ("huber", "bce")
 OUTPUT_BIASES = ("prior", "zero")
 BLOCK = 65536  # rows moved / normalised / predicted at a time
@@ -55,52 +56,36 @@ BLOCK = 65536  # rows moved / normalised / predicted at a time
 
 @dataclass(frozen=True)
 class HeadConfig:
-    width: int = field(default=512, metadata={"help": "units in each of the two hidden layers "
-                                                      "(paper: 256, 512 (best) or 4096)"})
-    dropout: float = field(default=0.4, metadata={"help": "dropout after each hidden layer "
-                                                          "(paper: 0.1 or 0.4)"})
-    loss: str = field(default="huber", metadata={"help": "huber (on probabilities, the paper's) "
-                                                         "or bce"})
-    normalisation: str = field(default="sqrt", metadata={
-        "help": "count normalisation of bag-of-words columns: none, sqrt or log1p"})
-    mask_p: float = field(default=0.35, metadata={
-        "help": "probability of zeroing each bag-of-words count during training (0: off)"})
-    output_bias: str = field(default="prior", metadata={
-        "help": "initial output biases: prior (logits of the training class priors; measured "
-                "better, see bow.heads.model) or zero"})
-    lr: float = field(default=1e-3, metadata={"help": "Adam learning rate"})
-    weight_decay: float = field(default=0.0, metadata={"help": "Adam weight decay"})
-    batch_size: int = field(default=256, metadata={"help": "chunks per training batch"})
-    max_epochs: int = field(default=100, metadata={"help": "most training epochs"})
-    patience: int = field(default=10, metadata={
-        "help": "stop after this many epochs without a better validation clip mAP"})
-    seed: int = field(default=0, metadata={"help": "seed of init, shuffling, masking, dropout"})
-    train_splits: tuple[str, ...] = field(default=("train",), metadata={
-        "help": "splits the head is trained on"})
-    val_splits: tuple[str, ...] = field(default=("val",), metadata={
-        "help": "splits for early stopping"})
-    eval_splits: tuple[str, ...] = field(default=("eval", "test"), metadata={
-        "help": "splits scored"})
-    val_fraction: float = field(default=0.1, metadata={
-        "help": "share of training clips (seeded) held out for early stopping when the "
-                "validation splits hold no clips"})
+    """An MLP head and its training (module docstring); the splits it trains and scores on."""
+    width: int = option(512, "units in each of the two hidden layers (paper: 256, 512 (best) "
+                        "or 4096)")
+    dropout: float = option(0.4, "dropout after each hidden layer (paper: 0.1 or 0.4)")
+    loss: str = option("huber", "huber (on probabilities, the paper's) or bce")
+    normalisation: str = option("sqrt", "count normalisation of bag-of-words columns: none, "
+                                "sqrt or log1p")
+    mask_p: float = option(0.35, "probability of zeroing each bag-of-words count during "
+                           "training (0: off)")
+    output_bias: str = option("prior", "initial output biases: prior (logits of the training "
+                              "class priors; measured better, see bow.heads.model) or zero")
+    lr: float = option(1e-3, "Adam learning rate")
+    weight_decay: float = option(0.0, "Adam weight decay")
+    batch_size: int = option(256, "chunks per training batch")
+    max_epochs: int = option(100, "most training epochs")
+    patience: int = option(10, "stop after this many epochs without a better validation clip "
+                           "mAP")
+    seed: int = option(0, "seed of init, shuffling, masking, dropout")
+    train_splits: tuple[str, ...] = option(("train",), "splits the head is trained on")
+    val_splits: tuple[str, ...] = option(("val",), "splits for early stopping")
+    eval_splits: tuple[str, ...] = option(("eval", "test"), "splits scored")
+    val_fraction: float = option(0.1, "share of training clips (seeded) held out for early "
+                                 "stopping when the validation splits hold no clips")
 
     def __post_init__(self):
-        if self.normalisation not in NORMALISATIONS:
-            raise ValueError(f"normalisation must be one of {NORMALISATIONS}, "
-                             f"got {self.normalisation!r}")
-        if self.output_bias not in OUTPUT_BIASES:
-            raise ValueError(f"output_bias must be one of {OUTPUT_BIASES}, "
-                             f"got {self.output_bias!r}")
-        if self.loss not in LOSSES:
-            raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
+        choose("normalisation", self.normalisation, NORMALISATIONS)
+        choose("output_bias", self.output_bias, OUTPUT_BIASES)
+        choose("loss", self.loss, LOSSES)
         if not 0.0 <= self.mask_p < 1.0:
-            raise ValueError(f"mask_p must be in [0, 1), got {self.mask_p}")
-
-
-def count_transform(x: torch.Tensor, method: str) -> torch.Tensor:
-    """Elementwise count normalisation: none, sqrt or log1p (all map 0 to 0)."""
-    return {"none": lambda t: t, "sqrt": torch.sqrt, "log1p": torch.log1p}[method](x)
+            raise ConfigError(f"mask_p must be in [0, 1), got {self.mask_p}")
 
 
 class Normaliser:
@@ -117,12 +102,12 @@ class Normaliser:
         x = x.float()
         if self.method != "none" and self.count_columns_.any():
             cols = torch.as_tensor(self.count_columns_, device=x.device)
-            x = torch.where(cols, count_transform(x.clamp_min(0), self.method), x)
+            x = torch.where(cols, normalise(x.clamp_min(0), self.method), x)
         return x
 
     def fit(self, chunks: np.ndarray, count_columns: np.ndarray) -> "Normaliser":
         self.count_columns_ = np.asarray(count_columns, dtype=bool)
-        total = np.zeros(chunks.shape[1]); squares = np.zeros(chunks.shape[1])
+        total, squares = np.zeros(chunks.shape[1]), np.zeros(chunks.shape[1])
         for i in range(0, len(chunks), BLOCK):
             x = self._counts(torch.from_numpy(np.asarray(chunks[i:i + BLOCK]))).double()
             total += x.sum(0).numpy()
@@ -192,10 +177,10 @@ class Head:
         """Train on ``train``'s chunks, early-stopping on ``val``'s clip mAP."""
         cfg, dev = self.config, resolve_device(self.device)
         if len(train) == 0:
-            raise ValueError("no training clips")
+            raise FeatureSetError("no training clips")
         if len(val) == 0 or not val.labels.any():
-            raise ValueError("the validation clips hold no positive label: cannot early-stop "
-                             "on validation mAP")
+            raise FeatureSetError("the validation clips hold no positive label: cannot "
+                                  "early-stop on validation mAP")
         self.vocabulary_ = list(train.vocabulary)
         self.normaliser_ = Normaliser(cfg.normalisation).fit(train.chunks, train.count_columns)
         x = self._inputs(train.chunks)
@@ -213,8 +198,8 @@ class Head:
             opt = torch.optim.Adam(self.model_.parameters(), lr=cfg.lr,
                                    weight_decay=cfg.weight_decay)
             self.history_, best, best_state, waited = [], -np.inf, None, 0
-            bar = tqdm(range(1, cfg.max_epochs + 1), desc="head", unit="epoch",
-                       disable=not progress, leave=False)
+            bar = progress_bar(range(1, cfg.max_epochs + 1), desc="head", unit="epoch",
+                               enabled=progress, leave=False)
             for epoch in bar:
                 self.model_.train()
                 order = torch.randperm(len(x)).to(dev)

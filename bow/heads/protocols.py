@@ -13,6 +13,10 @@ Two protocols, both returning plain dicts (see ``summarise``):
   optimistic. The price is training on k - 2 folds instead of k - 1.
   Scores are the mean and (population, ddof 0) standard deviation over the k folds.
 
+``scored_clips`` names the clips a protocol scores (for chance levels): the eval splits' clips,
+else every clip (k-fold). ``fit_and_score`` is the ``splits`` protocol for one head that is kept
+(pipelines.train_heads): it may have no evaluation clips, and then has no score.
+
 ``protocol="auto"`` picks ``splits`` when some clip is in ``eval_splits``, else ``kfold``
 when every split name is an integer (at least three folds).
 """
@@ -20,9 +24,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from bow.io.featureset import FeatureSet
-from bow.heads.model import Head, HeadConfig
+from bow.config import choose
 from bow.heads.metrics import scores
+from bow.heads.model import Head, HeadConfig
+from bow.io.featureset import FeatureSet, FeatureSetError
 
 PROTOCOLS = ("auto", "splits", "kfold")
 SCORES = ("map", "d_prime", "mean_auc", "accuracy")
@@ -40,7 +45,7 @@ def train_and_score(train: FeatureSet, val: FeatureSet, test: FeatureSet, config
     return out, head
 
 
-def holdout(features: FeatureSet, fraction: float, seed: int) -> tuple[FeatureSet, FeatureSet]:
+def hold_out(features: FeatureSet, fraction: float, seed: int) -> tuple[FeatureSet, FeatureSet]:
     """Split clips into (rest, held-out ``fraction``) with a seeded permutation."""
     n = len(features)
     n_val = min(max(1, int(round(fraction * n))), n - 1)
@@ -53,8 +58,8 @@ def holdout(features: FeatureSet, fraction: float, seed: int) -> tuple[FeatureSe
 def _need(features: FeatureSet, splits, role: str) -> FeatureSet:
     part = features.select(splits)
     if len(part) == 0:
-        raise ValueError(f"no clip in the {role} split(s) {list(splits)}; the data's splits are "
-                         f"{sorted(set(features.split))}")
+        raise FeatureSetError(f"no clip in the {role} split(s) {list(splits)}; the data's "
+                              f"splits are {sorted(set(features.split))}")
     return part
 
 
@@ -66,7 +71,7 @@ def split_clips(features: FeatureSet, config: HeadConfig
     val = features.select(config.val_splits)
     validation = "+".join(config.val_splits)
     if len(val) == 0:
-        train, val = holdout(train, config.val_fraction, config.seed)
+        train, val = hold_out(train, config.val_fraction, config.seed)
         validation = f"{config.val_fraction:g} of training clips"
     return train, val, features.select(config.eval_splits), validation
 
@@ -85,7 +90,7 @@ def folds_of(features: FeatureSet) -> list[str]:
     """The fold names (integer split names, in numeric order); error if they are not folds."""
     names = sorted(set(features.split))
     if len(names) < 3 or not all(str(s).strip().lstrip("-").isdigit() for s in names):
-        raise ValueError(f"k-fold evaluation needs at least 3 integer-named folds as splits; "
+        raise FeatureSetError(f"k-fold evaluation needs at least 3 integer-named folds as splits; "
                          f"the data's splits are {names}")
     return sorted(names, key=int)
 
@@ -126,12 +131,48 @@ def summarise(results: list[dict], protocol: str, validation: str,
     return out
 
 
-def evaluate(features: FeatureSet, config: HeadConfig, protocol: str = "auto",
-             device: str = "cpu", progress: bool = False) -> dict:
-    """Evaluate heads on ``features`` with ``protocol`` (auto, splits or kfold)."""
-    if protocol not in PROTOCOLS:
-        raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
+def run_protocol(features: FeatureSet, config: HeadConfig, protocol: str = "auto",
+                 device: str = "cpu", progress: bool = False) -> dict:
+    """Train and score heads on ``features`` with ``protocol`` (auto, splits or kfold)."""
+    choose("protocol", protocol, PROTOCOLS)
     if protocol == "auto":
         protocol = "splits" if len(features.select(config.eval_splits)) else "kfold"
     run = evaluate_splits if protocol == "splits" else evaluate_kfold
     return run(features, config, device, progress)
+
+
+def scored_clips(clips: list, eval_splits) -> tuple[list, str]:
+    """The clips (dataset records) a protocol scores, and their description: those of the
+    ``eval_splits``, else (k-fold) every clip."""
+    scored = [c for c in clips if c.split in {str(s) for s in eval_splits}]
+    if scored:
+        present = {c.split for c in scored}
+        return scored, "+".join(s for s in eval_splits if s in present)
+    return list(clips), "all clips (k-fold)"
+
+
+def _plain(value):
+    """NaN / inf -> None and arrays -> lists, for strict JSON."""
+    if isinstance(value, np.ndarray):
+        return [_plain(v) for v in value.tolist()]
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    return value
+
+
+def fit_and_score(features: FeatureSet, config: HeadConfig, device: str = "cpu",
+                  progress: bool = False) -> tuple[Head, dict]:
+    """One head trained on the config's splits (early stop on val) -> (the head, a JSON-ready
+    dict: clip counts, how val was chosen, training summary and, when the eval splits hold
+    clips, their scores with per-class AP by label)."""
+    train, val, test, validation = split_clips(features, config)
+    head = Head(config, device).fit(train, val, progress=progress)
+    result = {"n_train_clips": len(train), "n_val_clips": len(val), "n_eval_clips": len(test),
+              "validation": validation, "best_epoch": head.best_epoch_,
+              "best_val_map": head.best_val_map_, "epochs": len(head.history_),
+              "dropped_clips": features.dropped}
+    if len(test):
+        s = scores(test.labels, head.predict_clips(test))
+        s["per_class_ap"] = dict(zip(features.vocabulary, _plain(s["per_class_ap"])))
+        result.update({k: _plain(v) for k, v in s.items()})
+    return head, result

@@ -2,7 +2,8 @@
 
 * ``bow.hear.kwmlp``: KW-MLP, from the authors' ``kwmlp.pth`` or our own pretraining
   (``artifacts/kwmlp/best.pth``);
-* ``bow.hear.bow``: the bag-of-words model, from a single-file bundle (``bow.bagofwords.bundle``, written
+* ``bow.hear.bow``: the bag-of-words model, from a single-file bundle (``bow.bagofwords.bundle``,
+written
   by ``python -m pipelines.export_bundle``).
 
 Each has ``load_model(model_file_path)`` -> a torch Module with ``sample_rate``,

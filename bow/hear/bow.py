@@ -1,4 +1,4 @@
-"""HEAR 2021 API for the bag-of-words model: a thin wrapper over bow.bagofwords.embed.
+"""HEAR 2021 API for the bag-of-words model: a thin wrapper over bow.bagofwords.embed/timestamps.
 
     model = load_model("artifacts/bundles/bow.npz")     # python -m pipelines.export_bundle
     emb, ts = get_timestamp_embeddings(audio, model)     # (n, T, 4 D), (n, T) ms, every 50 ms
@@ -7,11 +7,12 @@
 The scene embedding is the clip vector of the feature store (mean of the 1 s chunks' code
 counts). The timestamp embedding at t (0, 50, 100, ... ms up to the clip's length) is the code
 histogram of the 1 s window centred on t, moved inside the clip at its ends; the window at the
-middle of chunk j is chunk j itself. See bow.bagofwords.embed for the design, its cost (4.1
-times the chunk vectors') and memory (pieces of ``piece_chunks`` chunks). Both are raw counts
-unless the bundle says otherwise (its ``normalise``: sqrt or log1p, bow.bagofwords.model.normalise).
-The encoders run on the audio's device (built from the bundle on first use of each device);
-code assignment (FAISS) runs on the CPU.
+middle of chunk j is chunk j itself. See bow.bagofwords.timestamps for the design, its cost
+(4.1 times the chunk vectors') and memory (pieces of ``piece_chunks`` chunks); the scene
+embedding is computed exactly as the store's clip vectors (bow.bagofwords.embed). Both are raw
+counts unless the bundle says otherwise (its ``normalise``: sqrt or log1p,
+bow.bagofwords.model.normalise). The encoders run on the audio's device (built from the bundle on
+first use of each device); code assignment (FAISS) runs on the CPU.
 """
 from __future__ import annotations
 
@@ -20,11 +21,12 @@ import torch
 from torch import nn
 
 from bow.audio.load import SAMPLE_RATE
-from bow.bagofwords.model import BagOfWords, normalise
-from bow.bagofwords.embed import PIECE_CHUNKS, BagOfWordsEmbedder, timestamps_ms
 from bow.bagofwords.bundle import Bundle, read
-from bow.hear import check_audio
+from bow.bagofwords.embed import BagOfWordsEmbedder
+from bow.bagofwords.model import BagOfWords, normalise
+from bow.bagofwords.timestamps import PIECE_CHUNKS, TimestampEmbedder, timestamps_ms
 from bow.bagofwords.tokens import FAMILIES
+from bow.hear import check_audio
 
 
 class BagOfWordsModel(nn.Module):
@@ -40,12 +42,12 @@ class BagOfWordsModel(nn.Module):
         self.scene_embedding_size = self.timestamp_embedding_size
         self._bags: dict[str, BagOfWords] = {}
 
-    def embedder(self, device: str | torch.device) -> BagOfWordsEmbedder:
-        """A BagOfWordsEmbedder on ``device`` (its encoders built once per device)."""
+    def bag(self, device: str | torch.device) -> BagOfWords:
+        """The model with its encoders on ``device`` (built once per device)."""
         key = str(torch.device(device))
         if key not in self._bags:
             self._bags[key] = self.bundle.bag(device)
-        return BagOfWordsEmbedder(self._bags[key], self.piece_chunks, device)
+        return self._bags[key]
 
 
 def load_model(model_file_path: str = "") -> BagOfWordsModel:
@@ -68,12 +70,13 @@ def get_timestamp_embeddings(audio: torch.Tensor, model: BagOfWordsModel
     clips = _clips(audio)
     ts = timestamps_ms(audio.shape[1])
     out = torch.empty(len(clips), len(ts), model.timestamp_embedding_size)
-    for i, emb, _ in model.embedder(audio.device).timestamp_embeddings(clips):
+    embedder = TimestampEmbedder(model.bag(audio.device), model.piece_chunks, audio.device)
+    for i, emb, _ in embedder.timestamp_embeddings(clips):
         out[i] = torch.from_numpy(normalise(emb, model.bundle.normalise))
     return out.to(audio.device), torch.from_numpy(np.tile(ts, (len(clips), 1))).to(audio.device)
 
 
 def get_scene_embeddings(audio: torch.Tensor, model: BagOfWordsModel) -> torch.Tensor:
     """(n, samples) -> (n, 4 D) float32 clip vectors."""
-    vectors = model.embedder(audio.device).clip_vectors(_clips(audio))
+    vectors = BagOfWordsEmbedder(model.bag(audio.device), audio.device).clip_vectors(_clips(audio))
     return torch.from_numpy(normalise(vectors, model.bundle.normalise)).to(audio.device)

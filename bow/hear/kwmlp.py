@@ -20,8 +20,8 @@ from torch import nn
 
 from bow.audio.load import CHUNK_SAMPLES, SAMPLE_RATE
 from bow.hear import check_audio
-from bow.kwmlp.model import KWMLP, load_checkpoint
 from bow.kwmlp.embed import PAD_END, PAD_FRONT, KWMLPEmbedder, n_timestamps, timestamps_ms
+from bow.kwmlp.model import KWMLP, load_checkpoint
 from bow.kwmlp.scene import N_STEPS
 
 GROUP_CHUNKS = 256

@@ -1,1 +1,2 @@
-"""Files: stage bookkeeping (fingerprints, atomic writes, locks), the HDF5 feature store and its sharded writer, feature sets."""
+"""Files: stage bookkeeping (fingerprints, atomic writes, locks), the HDF5 feature store and its
+sharded writer, feature sets."""

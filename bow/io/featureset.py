@@ -6,6 +6,11 @@ a matched clip must have the same number of chunk rows, split and labels in ever
 otherwise a ``FeatureSetError`` names the clip. The columns of a store whose ``kind``
 attribute is ``"bow"`` are marked as counts (``count_columns``): only those are masked and
 count-normalised by the heads; all other columns are only standardised.
+
+``find_feature_sets`` names the feature sets of a folder of stores: every store (bow.h5,
+bow-random.h5 (the random-encoder control), kwmlp.h5 first, then any other ``*.h5``), plus
+``bow+kwmlp`` (the two concatenated chunk by chunk) when both exist; or those requested (store
+names without .h5, joined with + to concatenate).
 """
 from __future__ import annotations
 
@@ -15,6 +20,9 @@ from pathlib import Path
 import numpy as np
 
 from bow.io.store import read
+
+STANDARD = ("bow", "bow-random", "kwmlp")  # report order; others follow alphabetically
+COMBINED = ("bow+kwmlp",)
 
 
 class FeatureSetError(ValueError):
@@ -121,3 +129,20 @@ def load_features(paths) -> FeatureSet:
         raise FeatureSetError(f"{', '.join(map(str, paths))}: no clip is in every store")
     return out
 
+
+def find_feature_sets(stores: Path, requested=()) -> dict[str, list[Path]]:
+    """Feature set name -> its store paths (module docstring); FeatureSetError when a requested
+    store, or any store, is missing."""
+    found = sorted(p.stem for p in Path(stores).glob("*.h5") if not p.name.startswith("."))
+    if requested:
+        missing = sorted({s for name in requested for s in name.split("+")} - set(found))
+        if missing:
+            raise FeatureSetError(f"{stores}: no store for {missing} (found: {found})")
+        names = list(requested)
+    else:
+        names = [s for s in STANDARD if s in found] + [s for s in found if s not in STANDARD]
+        names += [c for c in COMBINED if all(s in found for s in c.split("+"))]
+    if not names:
+        raise FeatureSetError(f"{stores}: no feature store (*.h5); run python -m "
+                              "pipelines.embed / pipelines.embed_kwmlp first")
+    return {name: [Path(stores) / f"{s}.h5" for s in name.split("+")] for name in names}

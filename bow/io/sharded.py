@@ -27,12 +27,12 @@ from pathlib import Path
 from typing import Callable
 
 import torch
-from tqdm.auto import tqdm
 
 from bow import __version__
 from bow.data.datasets import Clip
 from bow.io.stage import remove_temporaries
 from bow.io.store import ClipFeatures, merge, write_shard
+from bow.progress import progress as progress_bar
 
 EmbedShard = Callable[[list[Clip]], tuple[list[ClipFeatures], list[tuple[str, str]]]]
 
@@ -112,8 +112,8 @@ def embed_to_store(clips: list[Clip], embed_shard: EmbedShard, out_path: str | P
     pre = tmp_dir / "rejected.h5"
     write_shard(pre, [], list(extra_skipped))
     todo = [(group, path) for group, path in zip(shards, paths) if not path.exists()]
-    bar = tqdm(total=len(clips), initial=len(clips) - sum(len(g) for g, _ in todo),
-               desc=f"embed {out_path.name}", unit="clip", disable=not progress)
+    bar = progress_bar(total=len(clips), initial=len(clips) - sum(len(g) for g, _ in todo),
+               desc=f"embed {out_path.name}", unit="clip", enabled=progress)
     for n in _run_all(embed_shard, todo, jobs, threads, scheduler):
         bar.update(n)
     bar.close()

@@ -49,6 +49,11 @@ class LockedError(RuntimeError):
     """Another process holds the lock on an artifacts folder."""
 
 
+class InputError(ValueError):
+    """Inputs a stage cannot work from: no clips in the splits asked for, an upstream stage not
+    finished, too few readable clips...; the message says what is missing and what to run."""
+
+
 class ArtifactError(ValueError):
     """A stage output (checkpoint, model, sidecar) that is missing, unreadable or of the wrong
     kind; the message names the file and the problem."""

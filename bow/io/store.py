@@ -242,6 +242,17 @@ def read_skipped(path: str | Path) -> list[tuple[str, str]]:
         raise StoreError(f"{path}: no readable /skipped table ({e})") from e
 
 
+def describe(path: str | Path) -> str:
+    """One line: a store's clips, chunk rows (and width), frames and skipped clips."""
+    with h5py.File(path, "r") as f:
+        n = len(f["clips/fname"])
+        m = len(f["chunks/vectors"]) if "chunks" in f else 0
+        width = f["chunks/vectors"].shape[1] if m else 0
+        frames = f", {len(f['frames/vectors'])} frames" if "frames" in f else ""
+        return (f"{path}: {n} clips, {m} chunk rows of {width} values{frames}, "
+                f"{len(f['skipped/fname'])} skipped")
+
+
 def store_fingerprint(path: str | Path, required: bool = False) -> str | None:
     """The fingerprint attribute of a finished store (its arrays are not read).
 

@@ -1,1 +1,2 @@
-"""KW-MLP (Morshed & Ahsan, HEAR 2021): the gated-MLP model and its fast encoder, embedding, pretraining, scene algorithms."""
+"""KW-MLP (Morshed & Ahsan, HEAR 2021): the gated-MLP model and its fast encoder, embedding,
+pretraining, scene algorithms."""

@@ -18,18 +18,27 @@ Module names follow the authors' checkpoint, so ``kwmlp.pth``'s ``model_state_di
 ``strict=True``: ``to_patch_embed.1`` (index 0 is the frame-to-token rearrangement),
 ``layers.<i>.fn.norm`` (post-norm), ``layers.<i>.fn.fn.{proj_in.0, sgu.norm, sgu.proj, proj_out}``,
 ``to_logits.{0, 2}`` (index 1 is the mean over time).
+
+Inference: ``KWMLPEncoder`` computes ``KWMLP.encode`` for inference in a time-major layout,
+(98, n, C) instead of (n, 98, C): every linear layer is one (98 n, C) matmul, the gating unit's
+time mixing (a Conv1d(98, 98, 1) in the checkpoint) is one (98, 98) @ (98, n 128) matmul with
+no transposes, and the first projection is split into its residual and gate halves so that no
+activation is ever copied to be made contiguous; GELU and the residual sum work in place. Same
+numbers as ``KWMLP.encode`` to float rounding (~1e-6 relative); measured 1.5-2x faster on one
+CPU thread.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from bow.io.stage import ArtifactError
 
 N_MFCC = 40
-N_FRAMES = 98
+MFCC_FRAMES = 98
 
 
 class SpatialGatingUnit(nn.Module):
@@ -102,7 +111,7 @@ class KWMLP(nn.Module):
     """(n, 40, 98) MFCC -> (n, num_classes) logits; ``encode`` gives the (n, 98, 64) tokens."""
 
     def __init__(self, num_classes: int = 35, depth: int = 12, dim: int = 64, ff_mult: int = 4,
-                 n_mfcc: int = N_MFCC, n_frames: int = N_FRAMES, prob_survival: float = 0.9):
+                 n_mfcc: int = N_MFCC, n_frames: int = MFCC_FRAMES, prob_survival: float = 0.9):
         super().__init__()
         self.depth, self.prob_survival = depth, prob_survival
         self.to_patch_embed = nn.Sequential(FramesToTokens(), nn.Linear(n_mfcc, dim))
@@ -173,3 +182,61 @@ def save_checkpoint(model: KWMLP, path: str | Path) -> None:
     state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     with open(path, "wb") as f:  # a file object: the same bytes whatever the file's name
         torch.save({"model_state_dict": state}, f)
+
+
+def _transposed(weight: torch.Tensor) -> torch.Tensor:
+    """(out, in) Linear weight -> contiguous (in, out), for x @ W^T as addmm(b, x, W^T)."""
+    return weight.detach().t().contiguous()
+
+
+def _copy(t: torch.Tensor) -> torch.Tensor:
+    return t.detach().clone()
+
+
+_gelu_ = torch.ops.aten.gelu_  # exact (erf) GELU in place, as nn.GELU(): one allocation less
+
+
+class KWMLPEncoder:
+    """Inference-only ``KWMLP.encode`` in a time-major layout (see the module docstring):
+    (n, 40, 98) MFCC -> (n, 98, 64) tokens after ``n_blocks`` blocks (eval mode, every block).
+
+    Holds its own copies of the weights, rearranged (transposed, the first projection split in
+    its residual and gate halves, the 1x1 convolution as a matrix): build it again after the
+    model's weights change.
+    """
+
+    def __init__(self, model: KWMLP):
+        t, c = _transposed, _copy
+        embed = model.to_patch_embed[1]
+        self.embed = (t(embed.weight), c(embed.bias))
+        self.blocks = []
+        for layer in model.layers:
+            post, block = layer.fn, layer.fn.fn
+            w, b = block.proj_in[0].weight, block.proj_in[0].bias
+            half = w.shape[0] // 2
+            sgu = block.sgu
+            self.blocks.append({
+                "residual": (t(w[:half]), c(b[:half])), "gate": (t(w[half:]), c(b[half:])),
+                "gate_norm": (c(sgu.norm.weight), c(sgu.norm.bias), sgu.norm.eps),
+                "time": (sgu.proj.weight.detach()[:, :, 0].contiguous(), c(sgu.proj.bias)[:, None]),
+                "out": (t(block.proj_out.weight), c(block.proj_out.bias)),
+                "norm": (c(post.norm.weight), c(post.norm.bias), post.norm.eps)})
+
+    @torch.inference_mode()
+    def __call__(self, mfcc: torch.Tensor, n_blocks: int | None = None) -> torch.Tensor:
+        n, n_mfcc, t = mfcc.shape
+        x = torch.addmm(self.embed[1], mfcc.permute(2, 0, 1).reshape(t * n, n_mfcc),
+                        self.embed[0]).float()                   # (t n, 64), time-major rows
+        # (the residual stream x stays float32 under a bf16 autocast; .float() is free in fp32)
+        dim = x.shape[1]
+        for block in self.blocks[:len(self.blocks) if n_blocks is None else n_blocks]:
+            r = _gelu_(torch.addmm(block["residual"][1], x, block["residual"][0]))
+            g = _gelu_(torch.addmm(block["gate"][1], x, block["gate"][0]))
+            weight, bias, eps = block["gate_norm"]
+            g = F.layer_norm(g, g.shape[-1:], weight, bias, eps)
+            wt, bt = block["time"]                               # mix the 98 frames
+            g = torch.addmm(bt, wt, g.reshape(t, -1)).reshape(t * n, -1)
+            y = torch.addmm(block["out"][1], r.mul_(g), block["out"][0])
+            weight, bias, eps = block["norm"]
+            x.add_(F.layer_norm(y, (dim,), weight, bias, eps))
+        return x.reshape(t, n, dim).transpose(0, 1)

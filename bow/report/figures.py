@@ -7,11 +7,15 @@
   (``store_usage``: the counts of every embedded chunk, all splits). Each panel names the codes
   used out of D and the perplexity exp(entropy) of the usage: D for perfectly even usage,
   1 when one code takes every token.
+* ``example_chunks``: the log-mel of one chunk (the most varied) from each of a few clips of
+  distinct first labels, for the reconstruction plot.
 * ``reconstruction_plot``: log-mel chunks beside what each family's autoencoder makes of them.
   The patch, band-envelope and spectral-envelope grids tile the whole (96, 100) log-mel, so
   their reconstructions are tiled back into a full spectrogram (``ungrid``); the thumbnail is
   shown as its (8, 10) input and reconstruction. Titles give the reconstruction MSE in
   standardised units (1.0 = predicting the training mean), as in the training history.
+* ``training_curves_plot``: loss and accuracy per epoch of a classifier's training history
+  (KW-MLP pretraining).
 * ``sweep_plot``: one line per group of sweep rows (e.g. mAP against D for each head width and
   dropout), with optional horizontal reference lines (chance); categorical x values (e.g.
   scene algorithms) become a bar chart.
@@ -24,9 +28,10 @@ import numpy as np
 import torch
 
 from bow.bagofwords.autoencoder import Autoencoder
-from bow.report.tables import bar_plot, line_plot, plt, save_figure
-from bow.io.store import read
+from bow.bagofwords.corpus import logmel_clips
 from bow.bagofwords.tokens import COUNTS, FAMILIES, N_FRAMES, N_MELS, SHAPES, grid
+from bow.io.store import read
+from bow.report.tables import bar_plot, line_plot, plt, save_figure
 
 TILED = ("patch", "band_envelope", "spectral_envelope")  # families whose grid tiles the log-mel
 
@@ -101,6 +106,23 @@ def reconstruct(ae: Autoencoder, tokens: torch.Tensor) -> tuple[torch.Tensor, to
     return (y * ae.std_ + ae.mean_).cpu(), ((y - x) ** 2).mean(dim=1).cpu()
 
 
+def example_chunks(clips, n: int = 4):
+    """(n, 96, 100) log-mel of one chunk (its most varied) from clips of distinct first labels."""
+    chosen, seen = [], set()
+    for clip in clips:
+        if clip.labels[0] not in seen:
+            seen.add(clip.labels[0])
+            chosen.append(clip)
+        if len(chosen) == n:
+            break
+    logmel, offsets, skipped = logmel_clips(chosen)
+    bad = {f for f, _ in skipped}
+    chosen = [c for c in chosen if c.fname not in bad]
+    rows = [int(offsets[i] + torch.argmax(logmel[offsets[i]:offsets[i + 1]].float()
+                                          .flatten(1).std(dim=1))) for i in range(len(chosen))]
+    return logmel[rows], [f"{c.fname} ({c.labels[0]})" for c in chosen]
+
+
 def reconstruction_plot(path, autoencoders: dict[str, Autoencoder], logmel: torch.Tensor,
                         names=None, *, title: str = "") -> Path:
     """(n, 96, 100) log-mel chunks beside their reconstructions by each family's autoencoder:
@@ -156,3 +178,21 @@ def sweep_plot(path, rows: list[dict], x: str, *, y: str = "map", groups=(), lab
         ys.append(float(r[y]))
     return line_plot(path, series, xlabel=xlabel or x, ylabel=ylabel, title=title, logx=logx,
                      hlines=hlines)
+
+
+def training_curves_plot(history: list[dict], path) -> Path:
+    """Loss and accuracy per epoch ({epoch, train_loss, val_loss, train_accuracy,
+    val_accuracy} rows) in two panels."""
+    epochs = [h["epoch"] for h in history]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
+    a.plot(epochs, [h["train_loss"] for h in history], label="train (augmented, smoothed)")
+    a.plot(epochs, [h["val_loss"] for h in history], label="validation")
+    b.plot(epochs, [h["train_accuracy"] for h in history], label="train (augmented)")
+    b.plot(epochs, [h["val_accuracy"] for h in history], label="validation")
+    a.set(xlabel="epoch", ylabel="cross-entropy", title="loss")
+    b.set(xlabel="epoch", ylabel="accuracy", title="accuracy")
+    for ax in (a, b):
+        ax.legend()
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return save_figure(fig, path)

@@ -1,9 +1,10 @@
 """Results to files: CSV tables, Markdown report, PNG plots (matplotlib, Agg).
 
 Generic helpers (``write_csv``, ``markdown_table``, ``bar_plot``, ``line_plot``,
-``heatmap_plot``, ``save_figure``) take plain rows / arrays so sweeps and bow.report.figures reuse them;
-``write_report`` lays out the heads' evaluation: one entry per (dataset, feature set) holding
-the result dict of ``bow.heads.protocols.evaluate``.
+``heatmap_plot``, ``save_figure``) take plain rows / arrays so sweeps and bow.report.figures reuse
+them; ``write_report`` lays out the heads' evaluation: one entry per (dataset, feature set) holding
+the result dict of ``bow.heads.protocols.run_protocol``; ``results_table`` reads results.csv
+back as a Markdown table and ``head_settings`` describes the heads in words.
 
 Files written by ``write_report`` in the run folder:
   results.csv       one row per dataset x feature set x fold: fold "all" holds the score
@@ -248,3 +249,34 @@ def write_report(run_dir: str | Path, entries: list[dict], *, title: str,
     with atomic_path(run_dir / "report.md") as tmp:
         tmp.write_text("\n".join(parts))
     return run_dir / "report.md"
+
+
+def head_settings(config) -> str:
+    """One paragraph describing the heads (a bow.heads.model.HeadConfig) and the metrics."""
+    return (f"Heads: MLP with two hidden layers of {config.width} units, dropout "
+            f"{config.dropout:g}, {config.loss} loss, {config.normalisation} count "
+            f"normalisation, token masking p = {config.mask_p:g}, Adam lr {config.lr:g}, "
+            f"batch {config.batch_size} chunks, at most {config.max_epochs} epochs, patience "
+            f"{config.patience}, seed {config.seed}. Clip probabilities are the mean of the "
+            "clip's 1 s chunk probabilities; mAP is the macro mean of per-class average "
+            "precision over the classes with a positive clip; d′ = √2·Φ⁻¹(mean ROC AUC); "
+            "accuracy (single-label data only) takes the most probable class.")
+
+
+def results_table(results_csv: Path) -> str:
+    """The fold='all' rows of a results.csv as a Markdown table (k-fold: mean ± std)."""
+    with open(results_csv, newline="", encoding="utf-8") as f:
+        rows = [r for r in csv.DictReader(f) if r["fold"] == "all"]
+
+    def num(value):
+        return float(value) if value not in ("", None) else None
+
+    def cell(row, key):
+        return mean_std(num(row[key]), num(row[f"{key}_std"]) if row["protocol"] == "kfold"
+                        else None)
+
+    shown = [{"dataset": r["dataset"], "features": r["features"],
+              **{k: cell(r, k) for k in ("map", "d_prime", "accuracy")}} for r in rows]
+    return markdown_table(shown, [("dataset", "dataset"), ("features", "features"),
+                                  ("map", "mAP"), ("d_prime", "d'"), ("accuracy", "accuracy")],
+                          ["l", "l", "r", "r", "r"])

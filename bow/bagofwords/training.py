@@ -1,0 +1,93 @@
+"""Fitting the bag-of-words model: one autoencoder and one codebook per token family.
+
+``train_autoencoders`` trains (or, for the random-encoder control, only initialises) the four
+autoencoders in turn and saves ``<family>.pt`` in a folder. Checkpoints go to
+``.checkpoints-<fingerprint>/`` after every epoch, so a run stopped (even by SIGKILL) resumes
+with the optimiser and random generator states and ends with the same models as a run that
+never stopped; a family already saved with the same fingerprint is not trained again. Model
+files hold no wall-clock times (the same seed, config and clips give the same bytes on CPU):
+the times go to ``timings.json``.
+
+``fit_codebooks`` encodes the grid tokens of the training chunks with the saved autoencoders
+and fits a k-means codebook (bow.bagofwords.codebook) per family, saved as ``<family>.npz``
+with its statistics in ``<family>.json``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+
+import torch
+
+from bow.bagofwords.autoencoder import Autoencoder, AutoencoderConfig
+from bow.bagofwords.codebook import Codebook, CodebookConfig, CodebookError
+from bow.bagofwords.model import family_codes
+from bow.bagofwords.tokens import FAMILIES
+from bow.io.stage import ArtifactError, load_torch, read_json, write_json
+
+ENCODERS = ("trained", "random")   # trained autoencoders, or the untrained control
+
+
+def _saved_fingerprint(path: Path) -> str | None:
+    try:
+        return load_torch(path, "bow autoencoder")["meta"].get("fingerprint")
+    except (ArtifactError, KeyError, TypeError, AttributeError):  # missing or not ours: train it
+        return None
+
+
+def _timings(path: Path, fingerprint: str) -> dict:
+    try:
+        saved = read_json(path)
+    except ArtifactError:
+        saved = {}
+    return saved if saved.get("fingerprint") == fingerprint else \
+        {"fingerprint": fingerprint, "families": {}}
+
+
+def train_autoencoders(logmel: torch.Tensor, val_logmel: torch.Tensor,
+                       config: AutoencoderConfig, encoder: str, out: Path, fingerprint: str,
+                       device: torch.device, progress: bool = False) -> dict:
+    """Fit log-mel (n, 96, 100), held out (m, 96, 100) -> ``out/<family>.pt`` for each family;
+    ``encoder`` "random" saves the seeded initialisations (standardisation fitted). Returns
+    {family: {best_epoch, val_mse, history}}."""
+    if encoder not in ENCODERS:
+        raise ValueError(f"encoder must be one of {ENCODERS}, got {encoder!r}")
+    checkpoints = out / f".checkpoints-{fingerprint[:16]}"
+    timings = _timings(out / "timings.json", fingerprint)
+    model_config = config if encoder == "trained" else dataclasses.replace(config, epochs=0)
+    families = {}
+    for family in FAMILIES:
+        path = out / f"{family}.pt"
+        if _saved_fingerprint(path) != fingerprint:
+            start = time.perf_counter()
+            ae = Autoencoder(family, model_config, device, checkpoints / f"{family}.pt", progress)
+            ae.fit(logmel, val_logmel)
+            epoch_seconds = [h.pop("seconds", None) for h in ae.history_]  # not in the model
+            ae.save(path, meta={"fingerprint": fingerprint})
+            timings["families"][family] = {"seconds": time.perf_counter() - start,
+                                           "epoch_seconds": epoch_seconds}
+            write_json(out / "timings.json", timings)
+        saved = Autoencoder.load(path)
+        families[family] = {"best_epoch": saved.best_epoch_,
+                            "val_mse": saved.history_[saved.best_epoch_]["val_mse"],
+                            "history": saved.history_}
+    return families
+
+
+def fit_codebooks(autoencoders: Path, logmel: torch.Tensor, config: CodebookConfig, out: Path,
+                  device: torch.device, gpu: bool | str = "auto") -> dict:
+    """Codes of the grid tokens of log-mel (n, 96, 100) through ``autoencoders/<family>.pt`` ->
+    ``out/<family>.npz`` (+ .json statistics). Returns {family: statistics without sizes}."""
+    families = {}
+    for family in FAMILIES:
+        codes = family_codes(Autoencoder.load(autoencoders / f"{family}.pt", device), logmel,
+                             family)
+        book = Codebook(config, gpu=gpu)
+        try:
+            book.fit(codes.cpu().numpy())
+        except CodebookError as e:
+            raise CodebookError(f"{family} codebook: {e}") from None
+        book.save(out / f"{family}.npz")
+        families[family] = {k: v for k, v in book.stats_.items() if k != "sizes"}
+    return families

@@ -1,0 +1,90 @@
+"""Where every artifact lives under ``--artifacts``: the one place that knows the folder names.
+
+    <artifacts>/
+      autoencoders[-<kind>]/{family}.pt ...   train_autoencoders (kind: the control, e.g. random)
+      codebooks[-<kind>]/{family}.npz ...     fit_codebooks
+      stores/bow[-<kind>].h5, kwmlp.h5        embed, embed_kwmlp (+ .<name>.lock/ folders)
+      kwmlp/best.pth, best.json, last.pt      pretrain_kwmlp; kwmlp/keywords/ its data view
+      heads/<name>/                           train_heads
+      bundles/bow[-<kind>].npz                export_bundle
+      reports/<run>/                          evaluate, run
+      sweeps/<sweep>/                         sweep
+      data/default/                           the built-in dataset (run without --data)
+
+The trained bag-of-words model has the plain names; a control (``--encoder random``) adds its
+kind as a suffix, so both live side by side.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+TRAINED = "trained"
+
+
+def _named(base: str, kind: str) -> str:
+    return base if kind == TRAINED else f"{base}-{kind}"
+
+
+def autoencoders(artifacts: Path, kind: str = TRAINED) -> Path:
+    """The folder of the bag-of-words autoencoders of ``kind`` (trained, random...)."""
+    return Path(artifacts) / _named("autoencoders", kind)
+
+
+def codebooks(artifacts: Path, kind: str = TRAINED) -> Path:
+    """The folder of the codebooks over the ``kind`` autoencoders."""
+    return Path(artifacts) / _named("codebooks", kind)
+
+
+def stores(artifacts: Path) -> Path:
+    """The folder of the feature stores."""
+    return Path(artifacts) / "stores"
+
+
+def bow_store(artifacts: Path, kind: str = TRAINED) -> Path:
+    """The bag-of-words store of the ``kind`` model."""
+    return stores(artifacts) / f"{_named('bow', kind)}.h5"
+
+
+def kwmlp_store(artifacts: Path) -> Path:
+    return stores(artifacts) / "kwmlp.h5"
+
+
+def kwmlp(artifacts: Path) -> Path:
+    """The folder of our own KW-MLP pretraining (best.pth, best.json, last.pt, curves.png)."""
+    return Path(artifacts) / "kwmlp"
+
+
+def kwmlp_best(artifacts: Path) -> Path:
+    return kwmlp(artifacts) / "best.pth"
+
+
+def keywords(artifacts: Path) -> Path:
+    """The labels.csv view of the training clips (first labels) that KW-MLP pretrains on."""
+    return kwmlp(artifacts) / "keywords"
+
+
+def head(artifacts: Path, name: str) -> Path:
+    return Path(artifacts) / "heads" / name
+
+
+def bundle(artifacts: Path, kind: str = TRAINED) -> Path:
+    """The single-file bag-of-words model of ``kind`` for bow.hear.bow."""
+    return Path(artifacts) / "bundles" / f"{_named('bow', kind)}.npz"
+
+
+def report(artifacts: Path, run: str = "default") -> Path:
+    """The folder of the report of run ``run``."""
+    return Path(artifacts) / "reports" / run
+
+
+def sweep(artifacts: Path, name: str) -> Path:
+    return Path(artifacts) / "sweeps" / name
+
+
+def sweep_plot(artifacts: Path, name: str) -> Path:
+    return sweep(artifacts, name) / f"{name}.png"
+
+
+def default_data(artifacts: Path) -> Path:
+    """Where the built-in dataset is generated when no --data is given."""
+    return Path(artifacts) / "data" / "default"

@@ -1,0 +1,92 @@
+"""bow.audio.features: log-mel and MFCC shapes, a tone's band, batch consistency, MFCC vs numpy."""
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy.fft import dct
+
+from bow.audio.features import MFCC, LogMel
+from bow.audio.load import chunk, read_audio
+from tests.conftest import DEVICES, sine
+
+
+def test_shapes():
+    x = torch.from_numpy(chunk(sine(440, 2.5)))
+    assert LogMel()(x).shape == (3, 96, 100)
+    assert MFCC()(x).shape == (3, 40, 98)
+
+
+def _htk_mel(f):
+    return 2595.0 * np.log10(1.0 + np.asarray(f) / 700.0)
+
+
+def test_1khz_sine_peaks_in_the_band_containing_1khz():
+    spec = LogMel()(torch.from_numpy(chunk(sine(1000, 1.0))))[0]
+    # 96 triangular bands, centres evenly spaced on the HTK mel scale over 0-8 kHz
+    centres = np.linspace(0, _htk_mel(8000), 98)[1:-1]
+    expected = int(np.argmin(np.abs(centres - _htk_mel(1000))))
+    assert int(spec.mean(dim=1).argmax()) == expected
+
+
+def test_log_floor_is_80_db_below_each_chunks_peak():
+    x = np.stack([chunk(sine(1000, 1.0, amplitude=a))[0] for a in (0.5, 0.001)])
+    spec = LogMel()(torch.from_numpy(x))
+    for s in spec:
+        assert float(s.max() - s.min()) == pytest.approx(80.0, abs=1e-3)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("module", [LogMel, MFCC])
+def test_batch_equals_items_one_by_one(esc10_dir, module, device):
+    audio = read_audio(esc10_dir / "audio" / "1-100032-A-0.flac")
+    x = torch.from_numpy(chunk(audio))
+    x[1] *= 1e-3  # chunks of very different loudness: a shared top_db would change them
+    m = module().to(device)
+    batch = m(x.to(device)).cpu()
+    for i in range(len(x)):
+        torch.testing.assert_close(batch[i], m(x[i:i + 1].to(device))[0].cpu(),
+                                   rtol=1e-4, atol=1e-3)
+
+
+def _slaney_mel(f):
+    f = np.asarray(f, dtype=np.float64)
+    lin = 3.0 * f / 200.0
+    log = 15.0 + np.log(np.maximum(f, 1e-9) / 1000.0) * 27.0 / math.log(6.4)
+    return np.where(f >= 1000.0, log, lin)
+
+
+def _slaney_hz(m):
+    m = np.asarray(m, dtype=np.float64)
+    return np.where(m >= 15.0, 1000.0 * np.exp((m - 15.0) * math.log(6.4) / 27.0), 200.0 * m / 3.0)
+
+
+def numpy_mfcc(chunk_1s: np.ndarray) -> np.ndarray:
+    """A slow, independent MFCC: the authors' nnAudio recipe written in numpy/scipy. (40, 98)."""
+    n_fft, hop, sr, n_mels = 480, 160, 16000, 40
+    window = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(n_fft) / n_fft)  # periodic Hann
+    frames = np.stack([chunk_1s[i:i + n_fft] for i in range(0, len(chunk_1s) - n_fft + 1, hop)])
+    power = np.abs(np.fft.rfft(frames.astype(np.float64) * window, axis=1)) ** 2  # (98, 241)
+    bins = np.arange(n_fft // 2 + 1) * sr / n_fft
+    hz = _slaney_hz(np.linspace(_slaney_mel(0), _slaney_mel(sr / 2), n_mels + 2))
+    fb = np.zeros((n_mels, len(bins)))
+    for i in range(n_mels):
+        lo, mid, hi = hz[i], hz[i + 1], hz[i + 2]
+        up = (bins - lo) / (mid - lo)
+        down = (hi - bins) / (hi - mid)
+        fb[i] = np.maximum(0, np.minimum(up, down)) * 2.0 / (hi - lo)
+    mel = power @ fb.T  # (98, 40)
+    db = 10 * np.log10(np.maximum(mel, 1e-10))
+    db = np.maximum(db, db.max() - 80.0)
+    return dct(db, type=2, norm="ortho", axis=1).T  # (40, 98)
+
+
+def test_mfcc_matches_independent_numpy(esc10_dir, fsdd_dir):
+    clips = [read_audio(esc10_dir / "audio" / "1-110389-A-0.flac"),
+             read_audio(fsdd_dir / "audio" / "0_george_0.flac"), sine(1000, 1.0)]
+    x = np.concatenate([chunk(c)[:2] for c in clips])
+    ours = MFCC()(torch.from_numpy(x)).numpy()
+    for i in range(len(x)):
+        ref = numpy_mfcc(x[i])
+        scale = np.abs(ref).max()
+        assert np.abs(ours[i] - ref).max() <= 1e-4 * scale + 1e-3, f"chunk {i}"

@@ -1,0 +1,207 @@
+"""pipelines.run: presets and TOML, the keyword view, and the end-to-end runs (slow)."""
+import csv
+import dataclasses
+import math
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bow.config import ConfigError
+from bow.data.datasets import load_dataset
+from bow.io.store import multi_hot
+from pipelines import run_config, run_report
+from pipelines.orchestrate import keyword_view
+
+ROOT = Path(__file__).resolve().parents[2]
+BUDGETS = {"hidden", "epochs", "steps_per_epoch", "patience", "n_codes", "niter", "nredo",
+           "warmup_epochs", "batch_size", "max_epochs"}
+
+
+def _changed(config, default) -> set:
+    return {f.name for f in dataclasses.fields(config)
+            if getattr(config, f.name) != getattr(default, f.name)}
+
+
+def test_paper_preset_is_every_stages_defaults():
+    config = run_config.resolve_config("paper")
+    for name, cls in run_config.STAGES.items():
+        assert _changed(getattr(config, name), cls()) == (
+            {"feature_sets"} if name == "evaluate" else set()), name
+    assert config.evaluate.feature_sets == run_config.FEATURE_SETS and config.sweeps == ()
+
+
+def test_quick_preset_only_shrinks_budgets():
+    config = run_config.resolve_config("quick")
+    for name, cls in run_config.STAGES.items():
+        assert _changed(getattr(config, name), cls()) - {"feature_sets"} <= BUDGETS, name
+    assert config.fit_codebooks.n_codes < run_config.FitCodebooksConfig().n_codes
+    assert config.pretrain_kwmlp.epochs < run_config.PretrainKWMLPConfig().epochs
+    assert config.pretrain_kwmlp.depth == 12     # the architecture is the paper's
+    sweeps = dict(config.sweeps)
+    assert sweeps["codebook-size"]["widths"] == (config.evaluate.width,)
+    assert run_config.resolve_config("quick", sweeps=False).sweeps == ()
+
+
+def test_toml_splits_and_stage_tables():
+    config = run_config.resolve_config("quick", {
+        "train_splits": ["1", "2", "3"], "eval_splits": ["5"],
+        "fit_codebooks": {"n_codes": 16}, "evaluate": {"mask_p": 0.2, "width": 256}})
+    assert config.train_autoencoders.train_splits == ("1", "2", "3")
+    assert config.fit_codebooks.train_splits == ("1", "2", "3")
+    assert config.evaluate.train_splits == ("1", "2", "3")
+    assert config.evaluate.eval_splits == ("5",)
+    assert config.pretrain_kwmlp.train_splits == ("train",)   # the keyword view's own splits
+    assert config.fit_codebooks.n_codes == 16 and config.evaluate.mask_p == 0.2
+    assert config.train_autoencoders.hidden == 512            # the preset stays underneath
+    assert dict(config.sweeps)["codebook-size"]["widths"] == (256,)
+
+
+@pytest.mark.parametrize("toml, message", [
+    ({"heads": {"width": 3}}, "unknown key"),
+    ({"fit_codebooks": {"n_code": 16}}, r"\[fit_codebooks\]: unknown option\(s\) \['n_code'\]"),
+    ({"embed": {"encoder": "random"}}, r"\['encoder'\] are set by pipelines.run"),
+    ({"fit_codebooks": {"n_codes": 100}}, r"\[fit_codebooks\]: n_codes must be one of"),
+    ({"evaluate": {"mask_p": "lots"}}, r"\[evaluate\]: --mask-p"),
+])
+def test_bad_config_is_a_clear_error(toml, message):
+    with pytest.raises(ConfigError, match=message):
+        run_config.resolve_config("paper", toml)
+
+
+def test_config_file_and_preset_from_the_command_line(tmp_path):
+    parser = run_config.argparse.ArgumentParser()
+    run_config.add_run_options(parser)
+    toml = tmp_path / "run.toml"
+    toml.write_text('[fit_codebooks]\nn_codes = 16\n')
+    import faiss
+    import torch
+    threads = torch.get_num_threads(), faiss.omp_get_max_threads()
+    parse = lambda argv: run_config.config_from_run_args(parser.parse_args(argv))  # noqa: E731
+    try:
+        config = parse(["--config", str(toml)])
+        assert config.preset == "quick" and config.fit_codebooks.n_codes == 16
+        assert torch.get_num_threads() == 1 and faiss.omp_get_max_threads() == 1
+        config = parse(["--data", "x", "--threads", "2"])
+        assert config.preset == "paper" and config.sweeps == () and config.config_file is None
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(threads[0])
+        faiss.omp_set_num_threads(threads[1])
+    toml.write_text("not = [valid")
+    with pytest.raises(ConfigError, match=f"{toml}: cannot read"):
+        run_config.config_from_run_args(parser.parse_args(["--config", str(toml)]))
+
+
+@pytest.fixture
+def labels_csv_data(tmp_path):
+    """A labels.csv data set (audio is never read here): multi-label clips, no val split."""
+    root = tmp_path / "data"
+    (root / "audio" / "sub").mkdir(parents=True)
+    rows = ["fname,labels,split"]
+    for i in range(10):
+        name = f"sub/clip{i}.wav" if i == 0 else f"clip{i}.wav"
+        (root / "audio" / name).write_bytes(b"RIFF")
+        labels = "dog,animal" if i % 2 else "rain"
+        rows.append(f'{name},"{labels}",{"test" if i >= 8 else "train"}')
+    (root / "labels.csv").write_text("\n".join(rows) + "\n")
+    return root
+
+
+def test_keyword_view_keeps_first_labels_and_links_the_audio(labels_csv_data, tmp_path):
+    dataset = load_dataset(labels_csv_data)
+    folder, info = keyword_view(dataset, tmp_path / "art", run_config.resolve_config("paper"))
+    assert folder == tmp_path / "art" / "kwmlp" / "keywords"
+    view = load_dataset(folder)
+    assert info == {"train": 7, "val": 1, "multi_label": 4, "classes": 2}   # 10% held out
+    assert sorted(c.split for c in view.clips) == ["train"] * 7 + ["val"]
+    original = {c.fname: c for c in dataset.clips}
+    for clip in view.clips:
+        assert clip.labels == original[clip.fname].labels[:1]
+        assert clip.path.is_symlink() and clip.path.resolve() == original[clip.fname].path
+    assert "test" not in {c.split for c in view.clips}
+    before = (folder / "labels.csv").stat().st_mtime_ns
+    keyword_view(dataset, tmp_path / "art", run_config.resolve_config("paper"))
+    assert (folder / "labels.csv").stat().st_mtime_ns == before     # unchanged: not rewritten
+
+
+def test_sweep_commands_reuse_the_runs_options(tmp_path):
+    config = run_config.resolve_config("quick", config_file="my.toml")
+    builtin = run_report.sweep_options(tmp_path / "data" / "default", tmp_path, config)
+    assert builtin == f"--artifacts {tmp_path} --preset quick --config my.toml"
+    other = run_report.sweep_options(Path("/x/mini"), tmp_path, run_config.resolve_config("paper"))
+    assert other.startswith("--data /x/mini ") and other.endswith("--preset paper")
+
+
+# ----------------------------------------------------------------------------- end to end
+def _command(args, timeout=900):
+    """Run ``python -m pipelines.run ARGS`` from the checkout, as a user would."""
+    proc = subprocess.run([sys.executable, "-m", "pipelines.run", "--no-progress", *args],
+                          cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc.stdout
+
+
+def _check_report(report: Path, data: Path, features=run_config.FEATURE_SETS) -> dict:
+    """Every picture exists and is linked; every mAP is finite and above chance."""
+    text = report.read_text()
+    links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
+    for link in links:
+        assert (report.parent / link).is_file(), link
+    for png in report.parent.glob("*.png"):
+        assert png.name in links, f"{png.name} is not linked from {report}"
+    for name in ("codebook_usage.png", "autoencoder_reconstructions.png"):
+        assert name in links
+    dataset = load_dataset(data)
+    y = np.stack([multi_hot(c.labels, dataset.vocabulary) for c in dataset.select(["eval"])])
+    prevalence = y.mean(0)
+    chance = prevalence[prevalence > 0].mean()
+    with open(report.parent / "results.csv", newline="") as f:
+        scores = {r["features"]: float(r["map"]) for r in csv.DictReader(f) if r["fold"] == "all"}
+    assert list(scores) == list(features)
+    for name, value in scores.items():
+        assert math.isfinite(value) and value > chance, (name, value, chance)
+    assert f"{chance:.3f}" in text
+    return scores
+
+
+@pytest.mark.slow
+def test_the_readme_main_command_on_the_built_in_dataset(tmp_path):
+    """``python -m pipelines.run`` (README's main command) with --artifacts in tmp_path."""
+    art = tmp_path / "artifacts"
+    out = _command(["--artifacts", str(art)])
+    report = art / "reports" / "default" / "report.md"
+    assert out.rstrip().endswith(f"report: {report}")
+    assert "preset: quick" in out and "no --kwmlp-checkpoint: our own KW-MLP" in out
+    assert "| default | bow+kwmlp |" in out and "chance mAP on eval" in out
+    _check_report(report, art / "data" / "default")
+    text = report.read_text()
+    for name in ("codebook-size", "masking"):          # the quick run's small sweeps, linked
+        assert f"../../sweeps/{name}/{name}.png" in text
+    assert "python -m pipelines.sweep kwmlp-scene --artifacts" in text
+    assert (art / "kwmlp" / "best.pth").is_file()
+    # a second run redoes nothing
+    again = _command(["--artifacts", str(art)])
+    redone = re.findall(r"\n(\[\d+/11\] [^\n]*)\n +done", again)
+    assert again.count("up to date, skipped") == 11 + 3, redone  # + masking's upstream
+    assert "| up to date | 0.0 (built in" in report.read_text()
+    assert "done before" in again and report.is_file()
+    rows = [line for line in out.splitlines() if line.startswith("| default")]
+    assert len(rows) == 4 and all(line in again for line in rows)
+
+
+@pytest.mark.slow
+def test_quick_run_on_fsd50k_mini_with_the_authors_checkpoint(fsd50k_mini_dir, kwmlp_dir,
+                                                               tmp_path):
+    """The quick configuration on real FSD50K-layout audio; the authors' checkpoint instead of
+    our own pretraining and no sweeps keep it within the CI budget (both are covered above)."""
+    art = tmp_path / "artifacts"
+    out = _command(["--data", str(fsd50k_mini_dir), "--artifacts", str(art), "--preset",
+                    "quick", "--no-sweeps", "--kwmlp-checkpoint", str(kwmlp_dir / "kwmlp.pth")])
+    assert "pretrain" not in out and not (art / "kwmlp").exists()
+    report = art / "reports" / "default" / "report.md"
+    _check_report(report, fsd50k_mini_dir)
+    assert f"Checkpoint given: `{kwmlp_dir / 'kwmlp.pth'}`" in report.read_text()
