@@ -118,8 +118,8 @@ def random_bow(data: Path, artifacts: Path, min_chunks: int = 320) -> None:
 
 def link_models(src: Path, artifacts: Path, encoder: str) -> None:
     """Link the finished autoencoders and codebooks of ``src`` into ``artifacts``."""
-    from pipelines import fit_codebooks, train_autoencoders
-    for folder in (train_autoencoders.output_dir, fit_codebooks.output_dir):
+    from pipelines import layout
+    for folder in (layout.autoencoders, layout.codebooks):
         (artifacts / folder(src, encoder).name).parent.mkdir(parents=True, exist_ok=True)
         (artifacts / folder(src, encoder).name).symlink_to(folder(src, encoder).resolve())
 
@@ -128,10 +128,10 @@ def bow_flops(artifacts: Path, encoder: str) -> float:
     """Encoder FLOPs per audio-second of the bag-of-words model, from its layer sizes."""
     from bow.bagofwords.autoencoder import Autoencoder
     from bow.bagofwords.tokens import COUNTS, FAMILIES
-    from pipelines.train_autoencoders import output_dir
+    from pipelines import layout
     total = 0.0
     for f in FAMILIES:
-        ae = Autoencoder.load(output_dir(artifacts, encoder) / f"{f}.pt")
+        ae = Autoencoder.load(layout.autoencoders(artifacts, encoder) / f"{f}.pt")
         hidden = ae.config.hidden
         total += COUNTS[f] * 2 * (ae.dim * hidden + hidden ** 2 + hidden * ae.bottleneck)
     return total
@@ -164,13 +164,13 @@ def _child(spec: dict) -> dict:
     if jobs == 1:
         torch.set_num_threads(threads)
     data, art = Path(spec["data"]), Path(spec["artifacts"])
-    from pipelines import embed, embed_kwmlp  # noqa: F401  (imported before the RSS baseline)
+    from pipelines import embed, embed_kwmlp, layout  # imported before the RSS baseline
     rss_before = _rss_mib()
     shards = {"shard_size": spec["shard_size"]} if spec.get("shard_size") else {}
     if spec["model"] == "bow":
         cfg = embed.EmbedConfig(encoder=spec["encoder"], precision=spec["precision"],
                                 **shards)
-        out = embed.store_path(art, cfg.encoder)
+        out = layout.bow_store(art, cfg.encoder)
         out.unlink(missing_ok=True)
         start = time.perf_counter()
         embed.run(data, art, cfg, device=spec["device"], progress=False, jobs=jobs,
@@ -178,7 +178,7 @@ def _child(spec: dict) -> dict:
     else:
         cfg = embed_kwmlp.EmbedKWMLPConfig(checkpoint=spec["checkpoint"],
                                            precision=spec["precision"], **shards)
-        out = embed_kwmlp.store_path(art)
+        out = layout.kwmlp_store(art)
         out.unlink(missing_ok=True)
         start = time.perf_counter()
         embed_kwmlp.run(data, art, cfg, device=spec["device"], progress=False, jobs=jobs,

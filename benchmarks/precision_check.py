@@ -84,7 +84,7 @@ def main(argv=None) -> None:
         return
     from bow.data.datasets import load_dataset
     from bow.kwmlp.model import load_checkpoint
-    from pipelines import fit_codebooks, train_autoencoders
+    from pipelines import layout
     with tempfile.TemporaryDirectory(prefix="precision_check_") as tmp:
         data = clip_subset(args.data, args.clips, Path(tmp) / "data")
         art = Path(tmp) / "artifacts"
@@ -93,8 +93,8 @@ def main(argv=None) -> None:
         else:
             link_models(args.artifacts, art, args.encoder)
         audios = [read_audio(c.path) for c in load_dataset(data).clips]
-        bag = BagOfWords.load(train_autoencoders.output_dir(art, args.encoder),
-                              fit_codebooks.output_dir(art, args.encoder), "cuda")
+        bag = BagOfWords.load(layout.autoencoders(art, args.encoder),
+                              layout.codebooks(art, args.encoder), "cuda")
         model = load_checkpoint(args.checkpoint)
         rows = []
         for precision in ("tf32", "bf16"):

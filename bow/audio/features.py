@@ -25,7 +25,8 @@ import torch
 import torchaudio.transforms as T
 from torch import nn
 
-SAMPLE_RATE = 16_000
+from bow.audio.load import SAMPLE_RATE
+
 HOP = 160
 
 

@@ -53,11 +53,6 @@ def grid(logmel: torch.Tensor, family: str) -> torch.Tensor:
     return x.reshape(n, COUNTS[family], h * w)
 
 
-def all_families(logmel: torch.Tensor) -> dict[str, torch.Tensor]:
-    """(n, 96, 100) -> {family: (n, count, dim)}, 143 tokens per chunk."""
-    return {f: grid(logmel, f) for f in FAMILIES}
-
-
 def sample(logmel: torch.Tensor, family: str, per_chunk: int,
            generator: torch.Generator | None = None,
            chunk_ids: torch.Tensor | None = None) -> torch.Tensor:

@@ -52,9 +52,9 @@ import numpy as np
 import soundfile as sf
 from scipy.fft import next_fast_len
 
+from bow.audio.load import SAMPLE_RATE
 from bow.data.datasets import DatasetError
 
-SAMPLE_RATE = 16_000
 CLASSES = ("Steady_tone", "Rising_chirp", "Falling_chirp", "Noise_burst", "Click_train",
            "AM_tone", "FM_tone", "Harmonic_stack")
 MARKER = "synth.json"

@@ -1,10 +1,13 @@
-"""bow.io.stage bookkeeping and pipelines.cli config resolution."""
+"""bow.io.stage bookkeeping, bow.config, pipelines.cli config resolution and exit statuses,
+bow.progress in logs."""
 import argparse
+import importlib
 from dataclasses import dataclass, field
 
 import pytest
 
-from bow.config import ConfigError
+from bow.bagofwords.autoencoder import AutoencoderConfig
+from bow.config import ConfigError, narrow, option
 from bow.io.stage import (
     LockedError,
     atomic_path,
@@ -14,7 +17,9 @@ from bow.io.stage import (
     mark_done,
     stage_fingerprint,
 )
+from bow.progress import progress
 from pipelines.cli import add_config_args, config_from_args
+from pipelines.train_autoencoders import TrainAutoencodersConfig
 
 
 def test_atomic_path_leaves_nothing_on_failure(tmp_path):
@@ -78,6 +83,42 @@ def test_bad_values_and_unknown_keys_fail_clearly(tmp_path):
     toml.write_text("epoks = 7\n")
     with pytest.raises(ConfigError, match=f"{toml}: unknown option"):
         _parse(["--config", str(toml)])
+    toml.write_text("[a\n  b = 1\n")                       # a TOML syntax error names the file
+    with pytest.raises(ConfigError, match=f"{toml}: cannot read the configuration file"):
+        _parse(["--config", str(toml)])
+
+
+def test_narrow_takes_the_estimator_part_of_a_stage_config():
+    config = TrainAutoencodersConfig(hidden=64, encoder="random", max_clips=5)
+    assert narrow(config, AutoencoderConfig) == AutoencoderConfig(hidden=64)
+    with pytest.raises(TypeError):
+        option([1], "mutable defaults are refused")
+
+
+@pytest.mark.parametrize("stage", ["train_autoencoders", "fit_codebooks", "embed", "embed_kwmlp",
+                                   "pretrain_kwmlp", "evaluate", "train_heads", "export_bundle"])
+def test_every_stage_takes_no_progress_and_exits_by_the_same_rules(stage, tmp_path, capsys):
+    main = importlib.import_module(f"pipelines.{stage}").main
+    with pytest.raises(SystemExit) as exit_:
+        main(["--help"])
+    assert exit_.value.code == 0 and "--no-progress" in capsys.readouterr().out
+    argv = ["--artifacts", str(tmp_path), "--data", str(tmp_path / "missing"), "--no-progress"]
+    argv += ["--features", str(tmp_path / "no.h5")] if stage == "train_heads" else []
+    with pytest.raises(SystemExit) as exit_:                # a user error: one line, status 1
+        main(argv)
+    err = capsys.readouterr().err
+    assert exit_.value.code == 1 and err.startswith(f"{stage}: error: "), err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_progress_writes_sparse_lines_when_not_a_terminal(capsys):
+    for _ in progress(range(5000), desc="work", enabled=True):
+        pass
+    err = capsys.readouterr().err
+    assert "\r" not in err and 1 <= len(err.splitlines()) <= 3 and "5000/5000" in err
+    for _ in progress(range(10), enabled=False):
+        pass
+    assert capsys.readouterr().err == ""
 
 
 def test_help_lists_defaults(capsys):

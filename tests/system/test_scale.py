@@ -18,6 +18,7 @@ import torch
 
 from bow.audio.load import AudioError, chunk, read_audio
 from bow.audio.readahead import read_ahead
+from bow.bagofwords.embed import ShardEmbedder
 from bow.data.datasets import load_dataset
 from bow.kwmlp.embed import KWMLPEmbedder
 from bow.kwmlp.model import KWMLP
@@ -85,7 +86,7 @@ def test_precision_options_are_checked():
     with pytest.raises(ValueError, match="precision"):
         embed_kwmlp.EmbedKWMLPConfig(precision="bf17")
     with pytest.raises(ValueError, match="CUDA"):
-        embed.ShardEmbedder("a", "c", ["x"], "cpu", precision="bf16")
+        ShardEmbedder("a", "c", ["x"], "cpu", precision="bf16")
     with encoder_precision("fp32", "cpu"):   # a no-op on the CPU
         x = torch.randn(4, 4)
         assert (x @ x).dtype == torch.float32
@@ -176,8 +177,8 @@ def test_bow_embed_is_the_same_serially_with_jobs_and_on_dask(small_set, bow_mod
 def test_bow_batches_across_clips_do_not_change_the_counts(small_set, bow_models):
     dataset = load_dataset(small_set)
     dirs = (bow_models / "autoencoders", bow_models / "codebooks", dataset.vocabulary, "cpu")
-    one, skipped = embed.ShardEmbedder(*dirs, batch_chunks=1, decode_threads=0)(dataset.clips)
-    pooled, skipped2 = embed.ShardEmbedder(*dirs, batch_chunks=7)(dataset.clips)
+    one, skipped = ShardEmbedder(*dirs, batch_chunks=1, decode_threads=0)(dataset.clips)
+    pooled, skipped2 = ShardEmbedder(*dirs, batch_chunks=7)(dataset.clips)
     assert skipped == skipped2 and [s[0] for s in skipped] == ["broken.wav"]
     assert [c.fname for c in one] == [c.fname for c in pooled] == \
         [c.fname for c in dataset.clips if c.fname != "broken.wav"]
