@@ -2,7 +2,7 @@
 
     python -m pipelines.sweep codebook-size [--sizes 16,64,256,1024] [--widths 256,512,4096]
                                             [--dropouts 0.1,0.4]        (Verma, Fig. 2)
-    python -m pipelines.sweep masking [--probabilities 0,0.1,0.2,0.3,0.4,0.5,0.6]
+    python -m pipelines.sweep masking [--probabilities 0,0.1,0.2,0.3,0.35,0.4,0.5,0.6]
                                                                         (Verma, Fig. 3)
     python -m pipelines.sweep kwmlp-scene [--algorithms iterative,single,mean]
                                                                         (Morshed, Table 2)
@@ -56,7 +56,7 @@ SWEEPS = {"codebook-size": "mAP against codebook size D (Verma, Fig. 2)",
           "kwmlp-scene": "KW-MLP scene algorithm (Morshed, Table 2)",
           "kwmlp-depth": "KW-MLP embedding depth (Morshed, Table 4)"}
 GRID = {"sizes": CODEBOOK_SIZES, "widths": (256, 512, 4096), "dropouts": (0.1, 0.4),
-        "probabilities": tuple(round(0.1 * i, 1) for i in range(7)), "algorithms": ALGORITHMS,
+        "probabilities": (0.0, 0.1, 0.2, 0.3, 0.35, 0.4, 0.5, 0.6), "algorithms": ALGORITHMS,
         "depths": (4, 8, 12)}   # defaults: the papers' grids
 FEATURES = {"codebook-size": "bag of words", "masking": "bag of words (stores/bow.h5)",
             "kwmlp-scene": "KW-MLP", "kwmlp-depth": "KW-MLP"}
@@ -209,7 +209,8 @@ def main(argv=None) -> None:
     shown = [{**r, "map": fmt(r.get("map")) if "error" not in r else f"failed: {r['error']}",
               "best_epoch": fmt(r.get("best_epoch"), 0)} for r in rows]
     print(markdown_table(shown, [(k, k) for k in ("point", *PARAMS[args.sweep], "map",
-                                                  "d_prime", "best_epoch")]))
+                                                  "chunk_map", "d_prime",
+                                                  "best_epoch")]))
     print(f"\nplot: {layout.sweep_plot(args.artifacts, args.sweep)}")
 
 

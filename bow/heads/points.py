@@ -20,8 +20,8 @@ from bow.io.featureset import load_features
 from bow.io.stage import digest, write_json
 from bow.io.store import store_fingerprint
 
-SCORES = ("map", "map_std", "d_prime", "mean_auc", "accuracy", "best_epoch", "epochs",
-          "n_train_clips", "n_eval_clips", "protocol")
+SCORES = ("map", "map_std", "chunk_map", "chunk_map_std", "d_prime", "mean_auc", "accuracy",
+          "best_epoch", "epochs", "n_train_clips", "n_eval_clips", "protocol")
 
 
 def _finite(value):

@@ -25,12 +25,12 @@ from __future__ import annotations
 import numpy as np
 
 from bow.config import choose
-from bow.heads.metrics import scores
+from bow.heads.metrics import mean_average_precision, scores
 from bow.heads.model import Head, HeadConfig
 from bow.io.featureset import FeatureSet, FeatureSetError
 
 PROTOCOLS = ("auto", "splits", "kfold")
-SCORES = ("map", "d_prime", "mean_auc", "accuracy")
+SCORES = ("map", "chunk_map", "d_prime", "mean_auc", "accuracy")
 
 
 def train_and_score(train: FeatureSet, val: FeatureSet, test: FeatureSet, config: HeadConfig,
@@ -38,11 +38,18 @@ def train_and_score(train: FeatureSet, val: FeatureSet, test: FeatureSet, config
     """Fit a head on ``train`` (early stop on ``val``) and score it on ``test``."""
     head = Head(config, device).fit(train, val, progress=progress)
     out = scores(test.labels, head.predict_clips(test))
+    out["chunk_map"] = chunk_map(head, test)
     out.update(best_epoch=head.best_epoch_, epochs=len(head.history_),
                best_val_map=head.best_val_map_, history=head.history_,
                n_train_clips=len(train), n_val_clips=len(val), n_eval_clips=len(test),
                n_train_chunks=int(train.offsets[-1]))
     return out, head
+
+
+def chunk_map(head: Head, features: FeatureSet) -> float:
+    """mAP of the head's 1 s chunk probabilities against their clips' labels (the paper's
+    Fig. 2 and 3 metric; clip mAP averages the chunk probabilities of each clip first)."""
+    return mean_average_precision(features.chunk_labels(), head.predict_chunks(features.chunks))
 
 
 def hold_out(features: FeatureSet, fraction: float, seed: int) -> tuple[FeatureSet, FeatureSet]:
@@ -174,5 +181,6 @@ def fit_and_score(features: FeatureSet, config: HeadConfig, device: str = "cpu",
     if len(test):
         s = scores(test.labels, head.predict_clips(test))
         s["per_class_ap"] = dict(zip(features.vocabulary, _plain(s["per_class_ap"])))
+        s["chunk_map"] = chunk_map(head, test)
         result.update({k: _plain(v) for k, v in s.items()})
     return head, result

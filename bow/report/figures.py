@@ -160,22 +160,29 @@ def reconstruction_plot(path, autoencoders: dict[str, Autoencoder], logmel: torc
     return save_figure(fig, path)
 
 
-def sweep_plot(path, rows: list[dict], x: str, *, y: str = "map", groups=(), label: str = "",
-               xlabel: str = "", ylabel: str = "eval clip mAP", title: str = "",
+METRICS = {"map": "clip", "chunk_map": "chunk"}
+
+
+def sweep_plot(path, rows: list[dict], x: str, *, ys=("map", "chunk_map"), groups=(),
+               label: str = "", xlabel: str = "", ylabel: str = "eval mAP", title: str = "",
                logx: bool = False, hlines: dict | None = None) -> Path:
-    """Rows (dicts) -> one line per distinct value of the ``groups`` keys (named ``label``
-    without groups), ``y`` against ``x``; rows whose ``y`` is missing are left out. String x
-    values give a bar chart instead."""
-    rows = [r for r in rows if r.get(y) is not None and np.isfinite(float(r[y]))]
+    """Rows (dicts) -> for each metric of ``ys`` (clip mAP solid, chunk mAP...), one line per
+    distinct value of the ``groups`` keys (named ``label`` without groups) against ``x``; rows
+    missing a metric are left out of its line. String x values give a bar chart instead."""
+    def has(r, y):
+        return r.get(y) is not None and np.isfinite(float(r[y]))
     if rows and isinstance(rows[0][x], str):
-        return bar_plot(path, [str(r[x]) for r in rows], [float(r[y]) for r in rows],
-                        ylabel=ylabel, title=title, hlines=hlines)
+        bars = [(f"{r[x]} ({METRICS.get(y, y)})", float(r[y])) for r in rows for y in ys
+                if has(r, y)]
+        return bar_plot(path, [b[0] for b in bars], [b[1] for b in bars], ylabel=ylabel,
+                        title=title, hlines=hlines)
     series: dict[str, tuple[list, list]] = {}
-    for r in sorted(rows, key=lambda r: float(r[x])):
-        name = ", ".join(f"{g} {r[g]}" for g in groups) or label or y
-        xs, ys = series.setdefault(name, ([], []))
-        xs.append(float(r[x]))
-        ys.append(float(r[y]))
+    for y in ys:
+        for r in sorted((r for r in rows if has(r, y)), key=lambda r: float(r[x])):
+            name = ", ".join(f"{g} {r[g]}" for g in groups) or label
+            xs, values = series.setdefault(f"{name} ({METRICS.get(y, y)} mAP)".strip(), ([], []))
+            xs.append(float(r[x]))
+            values.append(float(r[y]))
     return line_plot(path, series, xlabel=xlabel or x, ylabel=ylabel, title=title, logx=logx,
                      hlines=hlines)
 

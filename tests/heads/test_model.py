@@ -89,6 +89,10 @@ def test_head_learns_separable_problem(synthetic, device):
     assert result["map"] > 0.95 and result["accuracy"] > 0.6, result
     assert result["best_val_map"] == max(h["val_map"] for h in result["history"])
     assert head.history_[0]["train_loss"] > head.history_[-1]["train_loss"]
+    test = synthetic.select(["eval"])                  # chunk mAP: each chunk with its labels
+    chunk_probs = head.predict_chunks(test.chunks)
+    assert result["chunk_map"] == mean_average_precision(test.chunk_labels(), chunk_probs)
+    assert len(chunk_probs) == test.offsets[-1] > len(test)
 
 
 def test_bce_loss_option_learns(synthetic):

@@ -21,7 +21,8 @@ PNG = b"\x89PNG\r\n\x1a\n"
 def _result(protocol="kfold", accuracy=True):
     folds = []
     for i, m in enumerate([0.5, 0.7]):
-        f = {"fold": str(i + 1), "map": m, "d_prime": 1.0 + i, "mean_auc": 0.8,
+        f = {"fold": str(i + 1), "map": m, "chunk_map": m - 0.05, "d_prime": 1.0 + i,
+             "mean_auc": 0.8,
              "per_class_ap": np.array([m, np.nan]), "n_train_clips": 10, "n_val_clips": 5,
              "n_eval_clips": 5, "best_epoch": 3, "epochs": 5,
              "history": [{"epoch": 1, "train_loss": 0.1, "val_map": 0.4},
@@ -31,7 +32,8 @@ def _result(protocol="kfold", accuracy=True):
         folds.append(f)
     out = {"protocol": protocol, "validation": "next fold", "folds": folds, "n_folds": 2,
            "vocabulary": ["a|b", "c"], "dropped": [], "single_label": accuracy,
-           "map": 0.6, "map_std": 0.1, "d_prime": 1.5, "d_prime_std": 0.5, "mean_auc": 0.8,
+           "map": 0.6, "map_std": 0.1, "chunk_map": 0.55, "chunk_map_std": 0.1, "d_prime": 1.5,
+           "d_prime_std": 0.5, "mean_auc": 0.8,
            "mean_auc_std": 0.0, "per_class_ap": np.array([0.6, np.nan]), "n_train_clips": 10.0,
            "n_val_clips": 5.0, "n_eval_clips": 5.0, "best_epoch": 3.0, "epochs": 5.0,
            "stores": "x.h5 (bow, 8-d)"}
@@ -67,6 +69,7 @@ def test_result_rows_and_report(tmp_path):
     rows = result_rows("ds", "bow", _result())
     assert [r["fold"] for r in rows] == ["all", "1", "2"]
     assert rows[0]["map"] == 0.6 and rows[0]["map_std"] == 0.1 and rows[2]["map"] == 0.7
+    assert rows[0]["chunk_map"] == 0.55 and rows[2]["chunk_map"] == 0.65
     entries = [{"dataset": "esc", "features": "bow", "result": _result()},
                {"dataset": "fsd", "features": "bow", "result": {
                    **_result("splits", accuracy=False), "n_folds": 1}}]
