@@ -42,10 +42,10 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from bow.config import choose, narrow, option
+from bow.config import ConfigError, choose, narrow, option
 from bow.io.stage import atomic_path, write_json
 
-CODEBOOK_SIZES = (16, 64, 256, 1024)
+CODEBOOK_SIZES = (16, 64, 256, 1024)   # the paper's grid (Fig. 2); any D >= 2 works
 FAISS_MIN_POINTS = 39  # FAISS's default min_points_per_centroid, below which it warns
 INITS = ("kmeans++", "random")
 
@@ -55,7 +55,7 @@ class CodebookConfig:
     """k-means codebook. Paper: D in {16, 64, 256, 1024}, best 256. Not in the paper: k-means++
     initialisation, 100 iterations, 3 restarts, at most 256 training points per centroid
     (FAISS's default subsample); see the module docstring for the measurements."""
-    n_codes: int = option(256, "codebook size D (16, 64, 256, 1024)")
+    n_codes: int = option(256, "codebook size D, any integer >= 2 (paper: 16, 64, 256, 1024)")
     seed: int = option(0, "k-means seed")
     niter: int = option(100, "k-means iterations")
     nredo: int = option(3, "k-means restarts (the best is kept)")
@@ -64,7 +64,11 @@ class CodebookConfig:
     init: str = option("kmeans++", "k-means initialisation: kmeans++ or random")
 
     def __post_init__(self):
-        choose("n_codes", self.n_codes, CODEBOOK_SIZES)
+        if not isinstance(self.n_codes, int) or self.n_codes < 2:
+            raise ConfigError(f"n_codes must be an integer >= 2, got {self.n_codes!r}")
+        if self.max_points_per_centroid < 1:
+            raise ConfigError(f"max_points_per_centroid must be >= 1, got "
+                              f"{self.max_points_per_centroid}")
         choose("init", self.init, INITS)
 
 
@@ -167,15 +171,22 @@ class Codebook:
             self._index.add(self.centroids_)
         return self._index
 
-    def assign(self, codes, return_distances: bool = False):
-        """(n, d) codes -> (n,) int64 id of the nearest centroid (and squared distances)."""
+    def nearest(self, codes, k: int = 1) -> tuple[np.ndarray, np.ndarray]:
+        """(n, d) codes -> (n, k) int64 ids of the k nearest centroids, nearest first, and
+        their (n, k) float32 squared distances."""
         x = np.ascontiguousarray(np.asarray(codes, dtype=np.float32))
         if x.ndim != 2 or x.shape[1] != self.centroids_.shape[1]:
             raise CodebookError(f"expected (n, {self.centroids_.shape[1]}) codes, "
                                 f"got shape {x.shape}")
-        dist, ids = self._flat_index().search(x, 1)
-        ids = ids[:, 0].astype(np.int64)
-        return (ids, dist[:, 0]) if return_distances else ids
+        if not 1 <= k <= self.n_codes:
+            raise CodebookError(f"k = {k} nearest codes asked of a codebook of {self.n_codes}")
+        dist, ids = self._flat_index().search(x, k)
+        return ids.astype(np.int64), dist
+
+    def assign(self, codes, return_distances: bool = False):
+        """(n, d) codes -> (n,) int64 id of the nearest centroid (and squared distances)."""
+        ids, dist = self.nearest(codes, 1)
+        return (ids[:, 0], dist[:, 0]) if return_distances else ids[:, 0]
 
     # ----------------------------------------------------------------- files
     def save(self, path: str | Path) -> None:

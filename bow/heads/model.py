@@ -6,7 +6,10 @@ probabilities; a clip's probabilities are the mean over its chunks (bow.heads.me
 Decisions (the paper gives the architecture and the loss; the rest is ours):
 * Architecture: Linear(D, W) - ReLU - Dropout - Linear(W, W) - ReLU - Dropout - Linear(W, C),
   sigmoid outputs. W = 512 and dropout 0.4 by default (the paper tried 256/512/4096 and
-  0.1/0.4). The output biases start at the logits of the training class priors (clipped to
+  0.1/0.4). How "a 2-layer MLP head" is read: two hidden layers of W units, each followed by
+  ReLU and dropout, then the output layer (three Linear layers in all); the paper gives the
+  width and dropout of its layers, which only hidden layers have, so "layers" counts those.
+  The output biases start at the logits of the training class priors (clipped to
   [1e-3, 1 - 1e-3]) instead of 0 (p = 0.5): with the Huber loss on probabilities, starting at
   0.5 (``output_bias="zero"``) makes the first steps push every output towards 0, where the
   sigmoid's gradient vanishes and classes stall with inverted rankings. Measured on ESC-10 (400
