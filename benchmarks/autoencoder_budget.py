@@ -40,9 +40,10 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from benchmarks.common import machine, matmul_flops
-from bow.bagofwords.autoencoder import Autoencoder, AutoencoderConfig
+from bow.bagofwords.autoencoder import Autoencoder
 from bow.bagofwords.codebook import Codebook, CodebookConfig
 from bow.bagofwords.corpus import logmel_clips
+from bow.bagofwords.encoder import AutoencoderConfig
 from bow.bagofwords.model import clip_vector, family_codes, histograms, normalise
 from bow.bagofwords.tokens import COUNTS, FAMILIES
 from bow.data.clips import holdout

@@ -126,14 +126,13 @@ def link_models(src: Path, artifacts: Path, encoder: str) -> None:
 
 def bow_flops(artifacts: Path, encoder: str) -> float:
     """Encoder FLOPs per audio-second of the bag-of-words model, from its layer sizes."""
-    from bow.bagofwords.autoencoder import Autoencoder
+    from bow.bagofwords.model import load_encoder
     from bow.bagofwords.tokens import COUNTS, FAMILIES
     from pipelines import layout
     total = 0.0
     for f in FAMILIES:
-        ae = Autoencoder.load(layout.autoencoders(artifacts, encoder) / f"{f}.pt")
-        hidden = ae.config.hidden
-        total += COUNTS[f] * 2 * (ae.dim * hidden + hidden ** 2 + hidden * ae.bottleneck)
+        ae = load_encoder(layout.autoencoders(artifacts, encoder) / f"{f}.pt")
+        total += COUNTS[f] * 2 * sum(w.numel() for w, _ in ae.layers())
     return total
 
 

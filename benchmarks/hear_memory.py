@@ -54,9 +54,10 @@ def random_bundle(path: str, hidden: int, n_codes: int, seed: int = 0) -> None:
     """Write an untrained bundle (F = 10) with standardisation and codebooks fitted on noise."""
     from bow.audio.features import LogMel
     from bow.audio.load import chunk
-    from bow.bagofwords.autoencoder import Autoencoder, AutoencoderConfig
+    from bow.bagofwords.autoencoder import Autoencoder
     from bow.bagofwords.bundle import write
     from bow.bagofwords.codebook import Codebook, CodebookConfig
+    from bow.bagofwords.encoder import AutoencoderConfig
     from bow.bagofwords.model import BagOfWords, family_codes
     from bow.bagofwords.tokens import FAMILIES
     with torch.inference_mode():

@@ -43,10 +43,9 @@ from threadpoolctl import threadpool_limits
 
 from benchmarks.common import emit, machine
 from benchmarks.embed_speed import SHARED, clip_subset, random_bow
-from bow.bagofwords.autoencoder import Autoencoder
 from bow.bagofwords.codebook import Codebook, CodebookConfig
 from bow.bagofwords.corpus import logmel_clips
-from bow.bagofwords.model import family_codes
+from bow.bagofwords.model import family_codes, load_encoder
 from bow.bagofwords.tokens import COUNTS, sample
 from bow.data.datasets import load_dataset
 from bow.runtime import generator
@@ -55,7 +54,7 @@ from bow.runtime import generator
 def real_codes(logmel, artifacts: Path, family: str, n: int) -> np.ndarray:
     """(at most n, d) float32 codes of ``family`` tokens of the (chunks, 96, 100) log-mel:
     grid tokens in order for the patches, random crops for the other families."""
-    ae = Autoencoder.load(artifacts / "autoencoders-random" / f"{family}.pt")
+    ae = load_encoder(artifacts / "autoencoders-random" / f"{family}.pt")
     if family == "patch":
         return family_codes(ae, logmel[:-(-n // COUNTS[family])], family).numpy()[:n]
     per = -(-n // logmel.shape[0])

@@ -26,11 +26,11 @@ import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from bow.bagofwords.codebook import Codebook
 from bow.bagofwords.embed import BATCH_CHUNKS, ShardEmbedder
+from bow.bagofwords.model import AssignmentConfig, BagOfWords
 from bow.bagofwords.tokens import FAMILIES
-from bow.bagofwords.training import ENCODERS
-from bow.config import choose, option
+from bow.bagofwords.training import DEFAULT_ENCODER, ENCODERS
+from bow.config import choose, narrow, option
 from bow.data.clips import clips_fingerprint
 from bow.data.datasets import load_dataset
 from bow.io.sharded import embed_to_store, remove_leftovers
@@ -41,16 +41,18 @@ from pipelines import cli, layout
 
 
 @dataclass(frozen=True)
-class EmbedConfig:
-    """Bag-of-words embedding of every clip into the feature store."""
-    encoder: str = option("trained", "which autoencoders and codebooks to use: trained or "
-                          "random")
+class EmbedConfig(AssignmentConfig):
+    """Bag-of-words embedding of every clip into the feature store: which model, and how its
+    tokens are assigned to codes (bow.bagofwords.model)."""
+    encoder: str = option(DEFAULT_ENCODER, "which encoders and codebooks to use: trained, "
+                          "random or pca")
     shard_size: int = option(64, "clips per store shard (the unit of resumption)")
     batch_chunks: int = option(BATCH_CHUNKS, "1 s chunks per log-mel and encoding batch")
     precision: str = option("fp32", "encoder arithmetic: fp32, or on CUDA tf32 / bf16 (see "
                             "bow.runtime)")
 
     def __post_init__(self):
+        super().__post_init__()
         choose("encoder", self.encoder, ENCODERS)
         choose("precision", self.precision, PRECISIONS)
 
@@ -82,22 +84,25 @@ def run(data: Path, artifacts: Path, config: EmbedConfig = EmbedConfig(),
                   "invalid": dataset.invalid}
         # shard_size and batch_chunks change how the store is computed, not what it holds
         # (a reduced precision changes it: it counts, and fp32 keeps the fingerprints it had)
-        what = {"encoder": config.encoder}
+        what = {"encoder": config.encoder, "assignment": narrow(config, AssignmentConfig)}
         if config.precision != "fp32":
             what["precision"] = config.precision
         fingerprint = stage_fingerprint(what, inputs)
         if store_fingerprint(out) == fingerprint:
             remove_leftovers(out)
             return out
-        n_codes = Codebook.load(cb_dir / f"{FAMILIES[0]}.npz").n_codes
-        resolved = {"embed": config, "n_codes": n_codes, "families": list(FAMILIES),
-                    "chunk_vectors": "uint16 counts, 4 histograms of n_codes in family order",
+        bag = BagOfWords.load(ae_dir, cb_dir, assignment=narrow(config, AssignmentConfig))
+        resolved = {"embed": config, "n_codes": bag.n_codes, "level_bins": bag.n_levels,
+                    "families": list(FAMILIES),
+                    "chunk_vectors": f"{'uint16' if config.assignment == 'hard' else 'float32'} "
+                                     "counts: 4 histograms of n_codes in family order, then 4 "
+                                     "of level_bins",
                     "clip_vector": "mean of the chunk vectors",
                     "train_autoencoders": read_json(ae_dir / "config.json", "stage config"),
                     "fit_codebooks": read_json(cb_dir / "config.json", "stage config")}
         embedder = ShardEmbedder(ae_dir, cb_dir, dataset.vocabulary,
                                  str(resolve_device(device)), config.batch_chunks,
-                                 config.precision)
+                                 config.precision, assignment=narrow(config, AssignmentConfig))
         embed_to_store(dataset.clips, embedder, out, vocabulary=dataset.vocabulary,
                        kind="bow", config=resolved, fingerprint=fingerprint,
                        upstream=upstream, shard_size=config.shard_size,

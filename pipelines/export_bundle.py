@@ -19,7 +19,7 @@ from pathlib import Path
 
 from bow.bagofwords import bundle
 from bow.bagofwords.model import NORMALISATIONS, BagOfWords
-from bow.bagofwords.training import ENCODERS
+from bow.bagofwords.training import DEFAULT_ENCODER, ENCODERS
 from bow.config import choose, option
 from bow.io.stage import InputError, locked, read_fingerprint, read_json, stage_fingerprint
 from pipelines import cli, layout
@@ -28,10 +28,11 @@ from pipelines import cli, layout
 @dataclass(frozen=True)
 class ExportBundleConfig:
     """Which bag-of-words model to bundle, and how its HEAR outputs are normalised."""
-    encoder: str = option("trained", "which autoencoders and codebooks to bundle: trained or "
-                          "random")
-    normalise: str = option("none", "count normalisation of the HEAR embeddings: none (the "
-                            "store's vectors), sqrt or log1p")
+    encoder: str = option(DEFAULT_ENCODER, "which encoders and codebooks to bundle: trained, "
+                          "random or pca")
+    normalise: str = option("sqrt", "count normalisation of the HEAR embeddings (the kit does "
+                            "not normalise its inputs): sqrt (measured better, see README), none "
+                            "(the store's vectors) or log1p")
 
     def __post_init__(self):
         choose("encoder", self.encoder, ENCODERS)

@@ -26,8 +26,8 @@ from pathlib import Path
 from bow.bagofwords.codebook import CodebookConfig, faiss_gpus
 from bow.bagofwords.corpus import logmel_clips
 from bow.bagofwords.tokens import FAMILIES
-from bow.bagofwords.training import ENCODERS, fit_codebooks
-from bow.config import choose, option
+from bow.bagofwords.training import DEFAULT_ENCODER, ENCODERS, fit_codebooks
+from bow.config import ConfigError, choose, option
 from bow.data.clips import clips_fingerprint, training_clips
 from bow.data.datasets import load_dataset
 from bow.io.stage import (
@@ -48,7 +48,9 @@ from pipelines import cli, layout
 @dataclass(frozen=True)
 class FitCodebooksConfig(CodebookConfig):
     """k-means codebooks over the stage-1 autoencoders' codes (see bow.bagofwords.codebook)."""
-    encoder: str = option("trained", "which autoencoders to use: trained or random")
+    encoder: str = option(DEFAULT_ENCODER, "which encoders to use: trained, random or pca")
+    level_bins: int = option(16, "level bins per family for encoders of shape tokens "
+                             "(bow.bagofwords.levels; 0: none)")
     max_clips: int | None = option(None, "fit on a seeded subset of at most this many training "
                                    "clips (none: all)")
     train_splits: tuple[str, ...] = option(("train",), "splits to fit on (FSD50K: train; "
@@ -57,6 +59,8 @@ class FitCodebooksConfig(CodebookConfig):
     def __post_init__(self):
         super().__post_init__()
         choose("encoder", self.encoder, ENCODERS)
+        if self.level_bins < 0 or self.level_bins == 1:
+            raise ConfigError(f"level_bins must be 0 (none) or >= 2, got {self.level_bins}")
 
 
 def faiss_gpu(device: str) -> bool:
@@ -88,7 +92,8 @@ def run(data: Path, artifacts: Path, config: FitCodebooksConfig = FitCodebooksCo
         logmel, _, skipped = logmel_clips(train, dev, progress=progress, desc="log-mel train")
         summary = {"clips": len(train) - len(skipped), "chunks": int(logmel.shape[0]),
                    "skipped": skipped, "invalid": dataset.invalid}
-        summary["families"] = fit_codebooks(ae_dir, logmel, config, out, dev, faiss_gpu(device))
+        summary["families"] = fit_codebooks(ae_dir, logmel, config, out, dev, faiss_gpu(device),
+                                            config.level_bins)
         write_json(out / "summary.json", summary)
         mark_done(out, fingerprint, config, inputs)
     return out

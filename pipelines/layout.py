@@ -11,26 +11,32 @@
       sweeps/<sweep>/                         sweep
       data/default/                           the built-in dataset (run without --data)
 
-The trained bag-of-words model has the plain names; a control (``--encoder random``) adds its
-kind as a suffix, so both live side by side.
+The bag-of-words model of the default encoder kind (bow.bagofwords.training.DEFAULT_ENCODER)
+has the plain names; the other kinds (``--encoder trained|random|pca``) add their kind as a
+suffix, so the model and its controls live side by side.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
-TRAINED = "trained"
+from bow.bagofwords.training import DEFAULT_ENCODER
 
 
 def _named(base: str, kind: str) -> str:
-    return base if kind == TRAINED else f"{base}-{kind}"
+    return base if kind == DEFAULT_ENCODER else f"{base}-{kind}"
 
 
-def autoencoders(artifacts: Path, kind: str = TRAINED) -> Path:
+def bow_name(kind: str = DEFAULT_ENCODER) -> str:
+    """The feature-set name of the bag-of-words store of ``kind``: bow, bow-trained..."""
+    return _named("bow", kind)
+
+
+def autoencoders(artifacts: Path, kind: str = DEFAULT_ENCODER) -> Path:
     """The folder of the bag-of-words autoencoders of ``kind`` (trained, random...)."""
     return Path(artifacts) / _named("autoencoders", kind)
 
 
-def codebooks(artifacts: Path, kind: str = TRAINED) -> Path:
+def codebooks(artifacts: Path, kind: str = DEFAULT_ENCODER) -> Path:
     """The folder of the codebooks over the ``kind`` autoencoders."""
     return Path(artifacts) / _named("codebooks", kind)
 
@@ -40,7 +46,7 @@ def stores(artifacts: Path) -> Path:
     return Path(artifacts) / "stores"
 
 
-def bow_store(artifacts: Path, kind: str = TRAINED) -> Path:
+def bow_store(artifacts: Path, kind: str = DEFAULT_ENCODER) -> Path:
     """The bag-of-words store of the ``kind`` model."""
     return stores(artifacts) / f"{_named('bow', kind)}.h5"
 
@@ -67,7 +73,7 @@ def head(artifacts: Path, name: str) -> Path:
     return Path(artifacts) / "heads" / name
 
 
-def bundle(artifacts: Path, kind: str = TRAINED) -> Path:
+def bundle(artifacts: Path, kind: str = DEFAULT_ENCODER) -> Path:
     """The single-file bag-of-words model of ``kind`` for bow.hear.bow."""
     return Path(artifacts) / "bundles" / f"{_named('bow', kind)}.npz"
 

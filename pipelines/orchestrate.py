@@ -1,11 +1,11 @@
 """Running several stages in order, as pipelines.run and pipelines.sweep do.
 
 ``Stages`` runs stages one after the other, timing each and noting whether it was up to date.
-``bow_stages`` runs train_autoencoders, fit_codebooks and embed for the trained model and its
-random-encoder control; ``kwmlp_checkpoint`` gives the KW-MLP checkpoint of a run: the one
-given, else our own pretraining on the training clips with their first label each (keyword
-classification needs one: a labels.csv view of those clips, linking to the audio, is written
-to ``kwmlp/keywords/``); ``dataset_folder`` is ``--data`` or the built-in dataset.
+``bow_stages`` runs train_autoencoders, fit_codebooks and embed for each arm of the run (its
+main encoder kind and the other kinds as controls); ``kwmlp_checkpoint`` gives the KW-MLP checkpoint
+of a run: the one given, else our own pretraining on the training clips with their first label each
+(keyword classification needs one: a labels.csv view of those clips, linking to the audio, is
+written to ``kwmlp/keywords/``); ``dataset_folder`` is ``--data`` or the built-in dataset.
 """
 from __future__ import annotations
 
@@ -60,14 +60,20 @@ def dataset_folder(data: Path | None, artifacts: Path) -> Path:
     return Path(data) if data is not None else make_default_dataset(layout.default_data(artifacts))
 
 
+ARMS = {"trained": "trained autoencoders", "random": "random-encoder control",
+        "pca": "PCA encoders"}
+
+
 def bow_stages(stages: Stages, data: Path, artifacts: Path, config: RunConfig, device: str,
-               progress: bool, encoders=("trained", "random")) -> dict[str, Path]:
-    """train_autoencoders, fit_codebooks and embed for each encoder kind -> {kind: store}."""
+               progress: bool, encoders=None) -> dict[str, Path]:
+    """train_autoencoders, fit_codebooks and embed for each encoder kind (default: the run's
+    arms) -> {kind: store}."""
     out = {}
+    encoders = encoders or config.encoders
     for kind in encoders:
         cfg = config.stage("train_autoencoders", encoder=kind)
-        what = "trained autoencoders" if kind == "trained" else "random-encoder control"
-        stages("train_autoencoders", f"{what} (hidden {cfg.hidden})",
+        detail = f"hidden {cfg.hidden}" if kind != "pca" else f"F = {cfg.factor}"
+        stages("train_autoencoders", f"{ARMS[kind]} ({cfg.tokens} tokens, {detail})",
                lambda: train_autoencoders.run(data, artifacts, cfg, device, progress),
                lambda: read_fingerprint(layout.autoencoders(artifacts, kind)))
     for kind in encoders:
@@ -77,7 +83,8 @@ def bow_stages(stages: Stages, data: Path, artifacts: Path, config: RunConfig, d
                lambda: read_fingerprint(layout.codebooks(artifacts, kind)))
     for kind in encoders:
         cfg = config.stage("embed", encoder=kind)
-        out[kind] = stages("embed", f"bag of words ({kind} encoders), every clip",
+        out[kind] = stages("embed", f"bag of words ({kind} encoders, {cfg.assignment} "
+                                    "assignment), every clip",
                            lambda: embed.run(data, artifacts, cfg, device, progress),
                            lambda: store_fingerprint(layout.bow_store(artifacts, kind)))
     return out

@@ -70,7 +70,9 @@ def run(data: Path | None, artifacts: Path, config: RunConfig = RunConfig(),
     counts = {s: len(dataset.select([s])) for s in dataset.splits}
     log(f"data: {data} ({dataset.layout} layout, {len(dataset.clips)} clips {counts}, "
         f"{len(dataset.vocabulary)} labels); preset: {config.preset}")
-    stages = Stages((9 if config.kwmlp_checkpoint is None else 8) + len(config.sweeps), log)
+    n_bow = 3 * len(config.encoders)                # train, fit codebooks, embed per arm
+    stages = Stages(n_bow + (3 if config.kwmlp_checkpoint is None else 2) + len(config.sweeps),
+                    log)
     bow_stages(stages, data, artifacts, config, device, progress)
     ckpt = kwmlp_checkpoint(stages, artifacts, config, device, progress, dataset, log)
     cfg = config.stage("embed_kwmlp", checkpoint=str(ckpt))

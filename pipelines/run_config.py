@@ -1,23 +1,30 @@
 """pipelines.run's configuration: every stage's config, presets, TOML tables, options.
 
-Presets: ``paper`` is every stage's defaults (the papers' values). ``quick`` only shrinks
-budgets (``PRESETS``): autoencoders with 512 hidden units trained 2 epochs of 100 steps,
-codebooks of D = 64 with 25 k-means iterations and one restart, KW-MLP pretraining of 30 epochs
-(batch 64, 3 warm-up epochs), heads at most 60 epochs; and it adds two small sweeps
-(``SWEEPS``). ``auto`` (the command line's default) is ``quick`` on the built-in dataset and
-``paper`` on data given with --data. Measured on the shared 2-core development machine (load
-average 4-7 from other work): the quick run of the built-in dataset took 2.0-3.7 minutes, the
-one of fsd50k_mini 4.3-4.7 minutes, a second run about 10 s. Quick scores are a
-demonstration, not the papers' numbers: e.g. 200 autoencoder steps make codes that score below
-the random-encoder control (300 steps did not change that on the built-in data: bow mAP 0.578
-against 0.561, random 0.628, for 1.5 times the training time).
+Arms: a run fits the bag of words with its main encoder kind (``encoder``) and, as controls,
+with the other kinds (bow.bagofwords.training.ENCODERS: trained, random, pca), all with the
+same tokens, codebooks and assignment; the report compares them (stores bow[-kind].h5,
+pipelines.layout).
 
-A TOML file (``--config``): top-level ``train_splits`` / ``val_splits`` / ``eval_splits`` apply
-to every stage that has them (e.g. ``train_splits = ["1", "2", "3"]`` for fold-named data), and
-one table per stage (``[train_autoencoders]``, ``[fit_codebooks]``, ``[embed]``,
-``[pretrain_kwmlp]``, ``[embed_kwmlp]``, ``[evaluate]``) holds that stage's options, applied
-over the preset. The run sets the encoder kind, the KW-MLP checkpoint and the keyword view's
-splits itself (``RUN_OWNED``).
+Presets: ``default`` is every stage's defaults: the bag of words that measured best on real
+data (README, Results), main encoder ``DEFAULT_ENCODER``. ``paper`` is Verma's configuration:
+trained autoencoders of raw tokens, hard assignment, the other settings the stages' defaults
+(the papers' values). ``quick`` is ``default`` with shrunk budgets (``PRESETS``): autoencoders
+with 512 hidden units trained 2 epochs of 100 steps, codebooks of D = 64 with 25 k-means
+iterations and one restart, KW-MLP pretraining of 30 epochs (batch 64, 3 warm-up epochs), heads
+at most 60 epochs; and it adds two small sweeps (``SWEEPS``). ``auto`` (the command line's
+default) is ``quick`` on the built-in dataset and ``default`` on data given with --data. Measured on
+the shared 2-core development machine (load average 4-7 from other work): the quick run of the
+built-in dataset took 2.0-3.7 minutes, the one of fsd50k_mini 4.3-4.7 minutes, a second run about 10
+s. Quick scores are a demonstration, not the papers' numbers: e.g. 200 autoencoder steps make codes
+that score below the random-encoder control (300 steps did not change that on the built-in data: bow
+mAP 0.578 against 0.561, random 0.628, for 1.5 times the training time).
+
+A TOML file (``--config``): a top-level ``encoder`` sets the main arm; top-level
+``train_splits`` / ``val_splits`` / ``eval_splits`` apply to every stage that has them (e.g.
+``train_splits = ["1", "2", "3"]`` for fold-named data), and one table per stage
+(``[train_autoencoders]``, ``[fit_codebooks]``, ``[embed]``, ``[pretrain_kwmlp]``,
+``[embed_kwmlp]``, ``[evaluate]``) holds that stage's options, applied over the preset. The run sets
+each arm's encoder kind, the KW-MLP checkpoint and the keyword view's splits itself (``RUN_OWNED``).
 
 Threads: the quick preset runs torch and faiss on one CPU thread unless --threads says
 otherwise: on the shared 2-core development machine one thread ran the whole quick run of the
@@ -35,12 +42,14 @@ from pathlib import Path
 import faiss
 import torch
 
-from bow.config import ConfigError
+from bow.bagofwords.training import DEFAULT_ENCODER, ENCODERS
+from bow.config import ConfigError, choose
 from pipelines.cli import read_toml, resolve
 from pipelines.embed import EmbedConfig
 from pipelines.embed_kwmlp import EmbedKWMLPConfig
 from pipelines.evaluate import EvaluateConfig
 from pipelines.fit_codebooks import FitCodebooksConfig
+from pipelines.layout import bow_name
 from pipelines.pretrain_kwmlp import PretrainKWMLPConfig
 from pipelines.train_autoencoders import TrainAutoencodersConfig
 
@@ -52,7 +61,8 @@ RUN_OWNED = {"train_autoencoders": {"encoder"}, "fit_codebooks": {"encoder"},
              "embed": {"encoder"}, "embed_kwmlp": {"checkpoint"},
              "pretrain_kwmlp": {"train_splits", "val_splits", "test_splits"}}
 PRESETS = {
-    "paper": {},
+    "default": {},
+    "paper": {"train_autoencoders": {"tokens": "raw"}, "embed": {"assignment": "hard"}},
     "quick": {"train_autoencoders": {"hidden": 512, "epochs": 2, "steps_per_epoch": 100,
                                      "patience": 2},
               "fit_codebooks": {"n_codes": 64, "niter": 25, "nredo": 1},
@@ -60,20 +70,28 @@ PRESETS = {
               "evaluate": {"max_epochs": 60}},
 }
 # Small sweeps the run includes (pipelines.sweep; the head width and dropout are the run's):
-SWEEPS = {"paper": (), "quick": (("codebook-size", {"sizes": (16, 64, 256)}), ("masking", {}))}
-FEATURE_SETS = ("bow", "bow-random", "kwmlp", "bow+kwmlp")
+SWEEPS = {"default": (), "paper": (),
+          "quick": (("codebook-size", {"sizes": (16, 64, 256)}), ("masking", {}))}
+MAIN_ENCODER = {"paper": "trained"}   # the presets' main arm; DEFAULT_ENCODER otherwise
+
+
+def feature_sets(encoder: str) -> tuple[str, ...]:
+    """The feature sets a run compares: its main arm, the controls, KW-MLP, main + KW-MLP."""
+    arms = [bow_name(encoder)] + [bow_name(k) for k in ENCODERS if k != encoder]
+    return (*arms, "kwmlp", f"{arms[0]}+kwmlp")
 
 
 @dataclass(frozen=True)
 class RunConfig:
-    """Every stage's config (defaults: the papers' values) and the run's own choices."""
-    preset: str = "paper"
+    """Every stage's config and the run's own choices (module docstring)."""
+    preset: str = "default"
+    encoder: str = DEFAULT_ENCODER        # the main arm; the other kinds are its controls
     train_autoencoders: TrainAutoencodersConfig = TrainAutoencodersConfig()
     fit_codebooks: FitCodebooksConfig = FitCodebooksConfig()
     embed: EmbedConfig = EmbedConfig()
     pretrain_kwmlp: PretrainKWMLPConfig = PretrainKWMLPConfig()
     embed_kwmlp: EmbedKWMLPConfig = EmbedKWMLPConfig()
-    evaluate: EvaluateConfig = EvaluateConfig(feature_sets=FEATURE_SETS)
+    evaluate: EvaluateConfig = EvaluateConfig(feature_sets=feature_sets(DEFAULT_ENCODER))
     kwmlp_checkpoint: str | None = None   # authors'-format checkpoint; None: pretrain our own
     run_name: str = "default"
     config_file: str | None = None        # the TOML it was resolved from, for the report
@@ -83,8 +101,13 @@ class RunConfig:
         """The config of stage ``name`` with ``changes`` (e.g. encoder="random")."""
         return dataclasses.replace(getattr(self, name), **changes)
 
+    @property
+    def encoders(self) -> tuple[str, ...]:
+        """The arms' encoder kinds, the main one first."""
+        return (self.encoder, *(k for k in ENCODERS if k != self.encoder))
 
-def resolve_config(preset: str = "paper", toml: dict | None = None,
+
+def resolve_config(preset: str = "default", toml: dict | None = None,
                    kwmlp_checkpoint: str | None = None, run_name: str = "default",
                    config_file: str | None = None, sweeps: bool = True) -> RunConfig:
     """Preset values, then the TOML's top-level split keys and per-stage tables (see the module
@@ -92,17 +115,19 @@ def resolve_config(preset: str = "paper", toml: dict | None = None,
     if preset not in PRESETS:
         raise ConfigError(f"--preset must be one of {sorted(PRESETS)} or auto, got {preset!r}")
     toml = dict(toml or {})
+    encoder = toml.pop("encoder", MAIN_ENCODER.get(preset, DEFAULT_ENCODER))
+    choose("encoder", encoder, ENCODERS)
     splits = {k: toml.pop(k) for k in SPLIT_KEYS if k in toml}
     unknown = sorted(k for k in toml if k not in STAGES or not isinstance(toml[k], dict))
     if unknown:
         raise ConfigError(f"config: unknown key(s) or table(s) {unknown}; expected "
-                          f"{list(SPLIT_KEYS)} and tables {list(STAGES)}")
+                          f"encoder, {list(SPLIT_KEYS)} and tables {list(STAGES)}")
     configs = {}
     for name, cls in STAGES.items():
         names = {f.name for f in dataclasses.fields(cls)}
         values = copy.deepcopy(PRESETS[preset].get(name, {}))
         if name == "evaluate":
-            values["feature_sets"] = FEATURE_SETS
+            values["feature_sets"] = feature_sets(encoder)
         values.update({k: v for k, v in splits.items()
                        if k in names and k not in RUN_OWNED.get(name, ())})
         given = toml.get(name, {})
@@ -117,8 +142,8 @@ def resolve_config(preset: str = "paper", toml: dict | None = None,
     small = tuple((name, {**grid, **({"widths": (head.width,), "dropouts": (head.dropout,)}
                                      if name == "codebook-size" else {})})
                   for name, grid in SWEEPS[preset]) if sweeps else ()
-    return RunConfig(preset=preset, kwmlp_checkpoint=kwmlp_checkpoint, run_name=run_name,
-                     config_file=config_file, sweeps=small, **configs)
+    return RunConfig(preset=preset, encoder=encoder, kwmlp_checkpoint=kwmlp_checkpoint,
+                     run_name=run_name, config_file=config_file, sweeps=small, **configs)
 
 
 def add_run_options(parser: argparse.ArgumentParser, run_only: bool = True) -> None:
@@ -131,8 +156,9 @@ def add_run_options(parser: argparse.ArgumentParser, run_only: bool = True) -> N
                         help="where stage outputs are written")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument("--preset", default="auto", choices=["auto", *PRESETS],
-                        help="quick shrinks training budgets; paper keeps every stage's "
-                             "defaults; auto: quick on the built-in dataset, paper with --data")
+                        help="default: the stages' defaults (the best measured bag of words); "
+                             "paper: Verma's configuration; quick: default with small budgets; "
+                             "auto: quick on the built-in dataset, default with --data")
     parser.add_argument("--kwmlp-checkpoint", type=Path, default=None,
                         help="authors'-format KW-MLP checkpoint (e.g. the authors' kwmlp.pth); "
                              "default: pretrain our own on the data's training clips")
@@ -153,7 +179,7 @@ def add_run_options(parser: argparse.ArgumentParser, run_only: bool = True) -> N
 def config_from_run_args(args: argparse.Namespace) -> RunConfig:
     """Parsed options -> RunConfig; sets the CPU threads (see --threads)."""
     preset = args.preset if args.preset != "auto" else ("quick" if args.data is None
-                                                         else "paper")
+                                                         else "default")
     threads = args.threads or (1 if preset == "quick" else None)
     if threads:
         torch.set_num_threads(threads)

@@ -22,9 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from bow.bagofwords.autoencoder import Autoencoder
+from bow.bagofwords.model import load_encoder
 from bow.bagofwords.tokens import FAMILIES
-from bow.bagofwords.training import ENCODERS
 from bow.heads.metrics import chance_map
 from bow.heads.protocols import scored_clips
 from bow.io.stage import atomic_path
@@ -42,9 +41,9 @@ from pipelines import layout, sweep
 MARKER = "<!-- pipelines.run section -->"
 
 
-def _autoencoder_rows(artifacts: Path) -> list[dict]:
+def _autoencoder_rows(artifacts: Path, config) -> list[dict]:
     rows = {}
-    for kind in ENCODERS:
+    for kind in config.encoders:
         hist = json.loads((layout.autoencoders(artifacts, kind) / "history.json").read_text())
         for family, s in hist["families"].items():
             rows.setdefault(family, {"family": family})[kind] = \
@@ -102,14 +101,15 @@ def add_section(report: Path, data: Path, dataset, artifacts: Path, config,
     clips, scored = scored_clips(dataset.clips, config.evaluate.eval_splits)
     chance = chance_map(np.stack([multi_hot(c.labels, dataset.vocabulary) for c in clips]))
     usages = {f"{kind} encoders": store_usage(layout.bow_store(artifacts, kind))
-              for kind in ENCODERS}
+              for kind in config.encoders}
     codebook_usage_plot(out / "codebook_usage.png", usages,
                         title="Codebook usage per token family, all embedded chunks")
-    encoders = {f: Autoencoder.load(layout.autoencoders(artifacts) / f"{f}.pt")
+    encoders = {f: load_encoder(layout.autoencoders(artifacts, config.encoder) / f"{f}.pt")
                 for f in FAMILIES}
     logmel, names = example_chunks(clips)
     reconstruction_plot(out / "autoencoder_reconstructions.png", encoders, logmel, names,
-                        title="Log-mel chunks (left) and each family's reconstruction")
+                        title=f"Log-mel chunks (left) and each family's reconstruction "
+                              f"({config.encoder} encoders)")
     usage_rows = [{"family": f, **{m: "{used}/{n_codes} used, perplexity {perplexity:.1f}"
                                    .format(**usage_stats(u[f])) for m, u in usages.items()}}
                   for f in FAMILIES]
@@ -125,10 +125,13 @@ def add_section(report: Path, data: Path, dataset, artifacts: Path, config,
         markdown_table(stage_rows, [("stage", "stage"), ("what", "what"), ("status", "status"),
                                     ("seconds", "seconds"), ("output", "output")],
                        ["l", "l", "l", "r", "l"]), "",
-        "### Autoencoders", "",
-        "Validation MSE of held-out training tokens, standardised (1.0 = predicting the mean):",
-        "", markdown_table(_autoencoder_rows(artifacts), [("family", "family"),
-                           ("trained", "trained (best epoch)"), ("random", "random control")]),
+        "### Encoders", "",
+        f"Main arm: **{config.encoder}** encoders; {config.train_autoencoders.tokens} tokens, "
+        f"{config.embed.assignment} assignment for every arm. Validation MSE of held-out "
+        "training tokens, standardised (1.0 = predicting the mean):",
+        "", markdown_table(_autoencoder_rows(artifacts, config), [("family", "family")] + [
+            (k, {"trained": "trained (best epoch)", "random": "random control",
+                 "pca": "PCA"}[k]) for k in config.encoders]),
         "", "![Autoencoder reconstructions](autoencoder_reconstructions.png)", "",
         "### Codebooks", "",
         markdown_table(usage_rows, [("family", "family")] + [(m, m) for m in usages]), "",

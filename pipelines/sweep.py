@@ -12,11 +12,11 @@ Every sweep also takes pipelines.run's options (--data, default the built-in dat
 --artifacts; --preset; --config; --kwmlp-checkpoint; --device; --threads), so its upstream stages
 are the run's own and are skipped when the run has done them (or run here when it has not).
 
-* codebook-size: for each D, codebooks over the run's trained autoencoders and a bag-of-words
-  store in ``sweeps/codebook-size/D<D>/`` (whose ``autoencoders`` is a symbolic link to the
+* codebook-size: for each D, codebooks over the encoders of the run's main arm and a
+  bag-of-words store in ``sweeps/codebook-size/D<D>/`` (whose encoder folder links to the
   run's), then one head per width and dropout. A D that the training data cannot fill (fewer
   tokens than codes: the thumbnail family has one token per chunk) is recorded as failed.
-* masking: heads on the run's ``stores/bow.h5`` with token masking probability p.
+* masking: heads on the store of the run's main arm with token masking probability p.
 * kwmlp-scene / kwmlp-depth: KW-MLP stores in ``sweeps/<name>/<point>/`` embedded with each
   scene algorithm / after each number of blocks of the run's checkpoint (our own pretraining,
   or --kwmlp-checkpoint; embed_kwmlp's ``blocks``: the embedding is taken after the first N
@@ -58,7 +58,7 @@ SWEEPS = {"codebook-size": "mAP against codebook size D (Verma, Fig. 2)",
 GRID = {"sizes": CODEBOOK_SIZES, "widths": (256, 512, 4096), "dropouts": (0.1, 0.4),
         "probabilities": (0.0, 0.1, 0.2, 0.3, 0.35, 0.4, 0.5, 0.6), "algorithms": ALGORITHMS,
         "depths": (4, 8, 12)}   # defaults: the papers' grids
-FEATURES = {"codebook-size": "bag of words", "masking": "bag of words (stores/bow.h5)",
+FEATURES = {"codebook-size": "bag of words", "masking": "bag of words (the run's main arm)",
             "kwmlp-scene": "KW-MLP", "kwmlp-depth": "KW-MLP"}
 PARAMS = {"codebook-size": ("n_codes", "width", "dropout"), "masking": ("mask_p",),
           "kwmlp-scene": ("scene_algorithm",), "kwmlp-depth": ("blocks",)}
@@ -79,9 +79,10 @@ def _link(link: Path, target: Path) -> None:
 
 
 def codebook_size(ctx, points: Points, sizes, widths, dropouts) -> None:
-    cfg = ctx.config.stage("train_autoencoders", encoder="trained")
+    kind = ctx.config.encoder                            # the run's main arm
+    cfg = ctx.config.stage("train_autoencoders", encoder=kind)
     ae_dir = train_autoencoders.run(ctx.data, ctx.artifacts, cfg, ctx.device, ctx.progress)
-    embed_cfg = ctx.config.stage("embed", encoder="trained")
+    embed_cfg = ctx.config.stage("embed", encoder=kind)
     clips = clips_fingerprint(ctx.dataset.clips)
     points.context = digest({"autoencoders": read_fingerprint(ae_dir), "clips": clips,
                              "fit_codebooks": _without(ctx.config.fit_codebooks, "n_codes"),
@@ -89,8 +90,8 @@ def codebook_size(ctx, points: Points, sizes, widths, dropouts) -> None:
                              "head": _without(points.head, "width", "dropout")})
     for d in sizes:
         folder = layout.sweep(ctx.artifacts, "codebook-size") / f"D{d}"
-        _link(layout.autoencoders(folder), ae_dir)
-        cb = ctx.config.stage("fit_codebooks", encoder="trained", n_codes=d)
+        _link(layout.autoencoders(folder, kind), ae_dir)
+        cb = ctx.config.stage("fit_codebooks", encoder=kind, n_codes=d)
         grid = [(f"D{d}_w{w}_p{p:g}", {"n_codes": d, "width": w, "dropout": p})
                 for w in widths for p in dropouts]
         key = digest({"fit_codebooks": cb, "autoencoders": read_fingerprint(ae_dir),
@@ -114,7 +115,7 @@ def codebook_size(ctx, points: Points, sizes, widths, dropouts) -> None:
 def masking(ctx, points: Points, probabilities) -> None:
     stages = Stages(3, ctx.log, label="upstream ")
     store = bow_stages(stages, ctx.data, ctx.artifacts, ctx.config, ctx.device,
-                       ctx.progress, encoders=("trained",))["trained"]
+                       ctx.progress, encoders=(ctx.config.encoder,))[ctx.config.encoder]
     points.context = digest({"store": store_fingerprint(store, required=True),
                              "head": _without(points.head, "mask_p")})
     for p in probabilities:

@@ -26,10 +26,10 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from bow.bagofwords.autoencoder import AutoencoderConfig
 from bow.bagofwords.corpus import training_logmel
+from bow.bagofwords.encoder import AutoencoderConfig
 from bow.bagofwords.tokens import FAMILIES
-from bow.bagofwords.training import ENCODERS, train_autoencoders
+from bow.bagofwords.training import DEFAULT_ENCODER, ENCODERS, train_autoencoders
 from bow.config import choose, option
 from bow.data.clips import clips_fingerprint, training_clips
 from bow.data.datasets import load_dataset
@@ -80,8 +80,8 @@ class TrainAutoencodersConfig(AutoencoderConfig):
     k-means seed per point had shown trained 600 at 0.850 / 0.830 vs random 0.800 / 0.795:
     the codebook's randomness alone moves these scores by a few points.)
     """
-    encoder: str = option("trained", "trained, or random: untrained seeded encoders of the "
-                          "same shapes (a control)")
+    encoder: str = option(DEFAULT_ENCODER, "trained autoencoders (the paper's), random (the "
+                          "same, untrained) or pca (the linear optimum, fitted in closed form)")
     val_fraction: float = option(0.1, "fraction of the training clips held out for validation "
                                  "(seeded)")
     max_clips: int | None = option(None, "train on a seeded subset of at most this many "

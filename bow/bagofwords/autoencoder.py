@@ -9,12 +9,11 @@ Decisions where the paper is silent:
 - ReLU between layers: the usual choice for wide MLPs, cheapest at inference (an in-place clamp)
   and without saturation. The bottleneck is linear (no nonlinearity on the codes, which k-means
   clusters next) and dropout sits after each hidden ReLU only (not on inputs or codes).
-- Inputs are standardised per dimension with the mean and std of the family's grid tokens over
-  the training chunks (the tokens the encoder sees at inference), saved with the model; at
-  inference the standardisation is folded into the first linear layer.
+- Inputs: tokens raw or shape, standardised, folded into the first layer at inference
+  (bow.bagofwords.encoder, shared with the PCA encoders).
 - Training samples are random crops (``bow.bagofwords.tokens.sample``): each step draws
-``batch_size``
-  chunks uniformly with replacement and one crop at a random position from each. An epoch is
+  ``batch_size`` chunks uniformly with replacement and one crop at a random position from
+  each. An epoch is
   ``steps_per_epoch`` steps. Validation: grid tokens of held-out chunks (at most
   ``max_val_tokens``, a seeded subset), MSE in standardised units (predicting the training
   mean scores about 1.0 when held-out tokens resemble the training tokens). Early stopping
@@ -22,39 +21,24 @@ Decisions where the paper is silent:
   untrained, seeded initialisation (the random control).
 - Optimiser Adam (lr 1e-3, no weight decay), batch 256, 6 epochs of 100 steps: the budget is
   measured against the random control in pipelines/train_autoencoders.py.
+- Denoising (``denoise`` p > 0, off by default: an option in the paper's masking spirit): each
+  training input value is set to 0, the training mean in standardised units, with probability
+  p, and the loss is the MSE against the clean input.
 Files hold plain tensors and numbers (``torch.load(weights_only=True)``), never pickles.
 """
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from bow.bagofwords.tokens import DIMS, FAMILIES, grid, sample
-from bow.config import choose, narrow, option
-from bow.io.stage import ArtifactError, load_torch, save_torch
+from bow.bagofwords.encoder import ENCODE_BATCH, AutoencoderConfig, TokenEncoder
+from bow.bagofwords.tokens import sample
+from bow.io.stage import load_torch, save_torch
 from bow.progress import progress as progress_bar
-
-ENCODE_BATCH = 4096  # tokens per matmul at inference
-OPTIMIZERS = ("adam", "adamw", "sgd")
-
-
-_WORKSPACE = threading.local()
-
-
-def _workspace(slot: int, rows: int, cols: int) -> torch.Tensor:
-    """A reusable (rows, cols) float32 CPU buffer, one per slot, width and thread."""
-    bufs = _WORKSPACE.__dict__
-    buf = bufs.get((slot, cols))
-    if buf is None or buf.shape[0] < rows:
-        buf = bufs[(slot, cols)] = torch.empty(rows, cols)
-    return buf[:rows]
 
 
 def _mlp(sizes: list[int], dropout: float) -> nn.Sequential:
@@ -66,67 +50,23 @@ def _mlp(sizes: list[int], dropout: float) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-@dataclass(frozen=True)
-class AutoencoderConfig:
-    """One family's autoencoder and its training. Paper: F = 10 (or 20), 2048 hidden units,
-    dropout 0.5, MSE. Ours (the paper is silent): Adam, lr 1e-3, batch 256 random crops, epochs
-    of 100 steps, at most 6 (see pipelines/train_autoencoders.py for the budget measurement)."""
-    factor: int = option(10, "bottleneck = token size / factor (10 or 20)")
-    hidden: int = option(2048, "hidden layer width")
-    dropout: float = option(0.5, "dropout after each hidden layer")
-    optimizer: str = option("adam", "adam, adamw or sgd (momentum 0.9)")
-    lr: float = option(1e-3, "learning rate")
-    weight_decay: float = option(0.0, "weight decay")
-    batch_size: int = option(256, "random crops per step")
-    epochs: int = option(6, "at most this many epochs")
-    steps_per_epoch: int = option(100, "optimiser steps per epoch")
-    patience: int = option(3, "early stopping: epochs without a better validation MSE")
-    max_val_tokens: int = option(20_000, "validation tokens per family (seeded subset of the "
-                                 "held-out grid tokens)")
-    seed: int = option(0, "seed for initialisation, crops, dropout")
-
-    def __post_init__(self):
-        choose("optimizer", self.optimizer, OPTIMIZERS)
-
-
-class Autoencoder:
+class Autoencoder(TokenEncoder):
     """One family's autoencoder: ``fit`` on log-mel chunks, ``encode`` tokens to codes.
 
     Learned attributes: mean_, std_ (dim,) standardisation; encoder_, decoder_ (nn.Sequential);
     history_ (per epoch: epoch, steps, train_mse, val_mse, seconds); best_epoch_.
     """
 
+    kind, format = "trained", "bow-autoencoder"
+
     def __init__(self, family: str, config: AutoencoderConfig = AutoencoderConfig(),
                  device: str | torch.device = "cpu", checkpoint: str | Path | None = None,
                  progress: bool = False):
-        self.family, self.config = family, narrow(config, AutoencoderConfig)
-        self.device, self.checkpoint, self.progress = device, checkpoint, progress
-
-    @property
-    def dim(self) -> int:
-        return DIMS[self.family]
-
-    @property
-    def bottleneck(self) -> int:
-        if self.dim % self.config.factor:
-            raise ValueError(f"{self.family}: token size {self.dim} is not divisible by "
-                             f"factor {self.config.factor}")
-        return self.dim // self.config.factor
-
-    def get_params(self) -> dict:
-        """The family and the config, as saved in model files and bundles."""
-        return {"family": self.family, **dataclasses.asdict(self.config)}
-
-    @classmethod
-    def from_params(cls, params: dict, **kwargs) -> "Autoencoder":
-        """The inverse of ``get_params`` (``kwargs``: device, checkpoint, progress)."""
-        params = dict(params)
-        return cls(params.pop("family"), AutoencoderConfig(**params), **kwargs)
+        super().__init__(family, config, device)
+        self.checkpoint, self.progress = checkpoint, progress
 
     def _build(self) -> None:
         """Seeded initialisation (PyTorch's default Linear init under torch.manual_seed(seed))."""
-        if self.family not in FAMILIES:
-            raise ValueError(f"unknown token family {self.family!r}; expected one of {FAMILIES}")
         sizes = [self.dim, self.config.hidden, self.config.hidden, self.bottleneck]
         with self._seeded():
             self.encoder_ = _mlp(sizes, self.config.dropout)
@@ -146,34 +86,6 @@ class Autoencoder:
                 torch.cuda.manual_seed(self.config.seed)
             yield
 
-    def _standardise(self, x: torch.Tensor) -> torch.Tensor:
-        return (x.to(self.device, torch.float32) - self.mean_) / self.std_
-
-    def _fit_standardisation(self, logmel: torch.Tensor, batch: int = 512) -> None:
-        total = torch.zeros(self.dim, dtype=torch.float64)
-        total_sq = torch.zeros(self.dim, dtype=torch.float64)
-        count = 0
-        for i in range(0, logmel.shape[0], batch):
-            tok = grid(logmel[i:i + batch].float(), self.family).reshape(-1, self.dim).double()
-            tok = tok.cpu()
-            total += tok.sum(0)
-            total_sq += (tok * tok).sum(0)
-            count += tok.shape[0]
-        mean = total / count
-        var = (total_sq / count - mean * mean).clamp_min(0)
-        self.mean_ = mean.float().to(self.device)
-        self.std_ = var.sqrt().clamp_min(1e-3).float().to(self.device)
-
-    def _grid_tokens(self, logmel: torch.Tensor, limit: int | None = None) -> torch.Tensor:
-        """(n, 96, 100) -> (n * count, dim) float32 grid tokens on the CPU, at most ``limit``
-        (a seeded subset)."""
-        tok = torch.cat([grid(logmel[i:i + 512].float(), self.family).reshape(-1, self.dim).cpu()
-                         for i in range(0, logmel.shape[0], 512)])
-        if limit is not None and tok.shape[0] > limit:
-            g = torch.Generator().manual_seed(self.config.seed + 1)
-            tok = tok[torch.randperm(tok.shape[0], generator=g)[:limit]]
-        return tok
-
     def _make_optimizer(self, params) -> torch.optim.Optimizer:
         kinds = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}
         kw = {"momentum": 0.9} if self.config.optimizer == "sgd" else {}
@@ -191,7 +103,7 @@ class Autoencoder:
             raise ValueError(f"{self.family}: need training and validation chunks, got "
                              f"{logmel.shape[0]} and {val_logmel.shape[0]}")
         self._build()
-        self._fit_standardisation(logmel)
+        self._set_standardisation(*self._moments(logmel))
         val = self._grid_tokens(val_logmel, self.config.max_val_tokens)
         if self.family == "thumbnail":
             logmel = self._grid_tokens(logmel).to(logmel.device)  # (n, 80): crops to draw from
@@ -233,7 +145,11 @@ class Autoencoder:
             else:
                 crops = sample(logmel, self.family, 1, generator=gen, chunk_ids=idx)
             x = self._standardise(crops)
-            loss = nn.functional.mse_loss(self.decoder_(self.encoder_(x)), x)
+            noisy = x
+            if self.config.denoise > 0:          # masked values: the mean (0 standardised)
+                keep = torch.rand(x.shape, generator=gen) >= self.config.denoise
+                noisy = x * keep.to(x.device)
+            loss = nn.functional.mse_loss(self.decoder_(self.encoder_(noisy)), x)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -291,49 +207,24 @@ class Autoencoder:
             total += float(((self.decoder_(self.encoder_(x)) - x) ** 2).sum())
         return total / (tokens.shape[0] * self.dim)
 
-    def _folded(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """Encoder layers as (W^T contiguous, b) with the standardisation folded into layer 1."""
-        if self._fast is None:
-            linears = [m for m in self.encoder_ if isinstance(m, nn.Linear)]
-            w, b = linears[0].weight.detach(), linears[0].bias.detach()
-            w1 = w / self.std_
-            layers = [(w1.t().contiguous(), b - w1 @ self.mean_)]
-            layers += [(m.weight.detach().t().contiguous(), m.bias.detach().clone())
-                       for m in linears[1:]]
-            self._fast = layers
-        return self._fast
+    def layers(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        return [(m.weight.detach(), m.bias.detach()) for m in self.encoder_
+                if isinstance(m, nn.Linear)]
 
     @torch.inference_mode()
-    def encode(self, tokens: torch.Tensor, batch: int = ENCODE_BATCH) -> torch.Tensor:
-        """(n, dim) raw tokens -> (n, dim / F) float32 codes on ``device`` (no dropout).
-
-        ``batch`` tokens per matmul. On the CPU the hidden activations go to two buffers kept
-        per thread (``_workspace``) and the codes straight into the output: a fresh 32 MiB
-        activation per matmul costs page faults (measured ~8% of the encoding time; same
-        bytes out). On CUDA, bow.runtime.encoder_precision may run the layers in TF32/bf16.
-        """
-        layers = self._folded()
-        tokens = torch.as_tensor(tokens)
-        out = torch.empty(tokens.shape[0], self.bottleneck, device=self.device)
-        reuse = out.device.type == "cpu"
-        for i in range(0, tokens.shape[0], batch):
-            h = tokens[i:i + batch].to(self.device, torch.float32)
-            for j, (wt, b) in enumerate(layers):
-                last = j == len(layers) - 1
-                if not reuse:
-                    h = torch.addmm(b, h, wt)
-                    if last:
-                        out[i:i + batch] = h
-                    continue
-                dst = out[i:i + h.shape[0]] if last else _workspace(j, h.shape[0], wt.shape[1])
-                h = torch.addmm(b, h, wt, out=dst)
-                if not last:
-                    h.relu_()
-        return out
+    def reconstruct(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        self.encoder_.eval()
+        self.decoder_.eval()
+        x = self._standardise(tokens)
+        y = self.decoder_(self.encoder_(x))
+        level = 0.0
+        if self.config.tokens == "shape":
+            level = tokens.to(self.device, torch.float32).mean(dim=1, keepdim=True)
+        return (y * self.std_ + self.mean_ + level).cpu(), ((y - x) ** 2).mean(dim=1).cpu()
 
     def save(self, path: str | Path, meta: dict | None = None) -> None:
         """Write the model (plain tensors and numbers) atomically."""
-        blob = {"format": "bow-autoencoder", "params": self.get_params(),
+        blob = {"format": self.format, "params": self.get_params(),
                 "mean": self.mean_.cpu(), "std": self.std_.cpu(),
                 "history": self.history_, "best_epoch": self.best_epoch_,
                 "meta": meta or {}, **{k: {n: t.cpu() for n, t in v.items()}
@@ -341,27 +232,15 @@ class Autoencoder:
         save_torch(blob, path)
 
     @classmethod
-    def load(cls, path: str | Path, device: str | torch.device = "cpu") -> "Autoencoder":
-        """Read a model written by ``save`` (weights_only: no pickled objects).
-
-        Raises ArtifactError (bow.io.stage) naming the file when it is missing, unreadable, not an
-        autoencoder, or its weights do not fit its parameters."""
-        blob = load_torch(path, "bow autoencoder")
-        if not isinstance(blob, dict) or blob.get("format") != "bow-autoencoder":
-            raise ArtifactError(f"{path}: not a bow autoencoder file (no format "
-                                "'bow-autoencoder'; written by pipelines.train_autoencoders?)")
-        try:
-            ae = cls.from_params(blob["params"], device=device)
-            ae._build()
-            ae._load_weights(blob)
-            ae.mean_, ae.std_ = blob["mean"].to(device), blob["std"].to(device)
-            if ae.mean_.shape != (ae.dim,) or ae.std_.shape != (ae.dim,):
-                raise ValueError(f"standardisation of shape {tuple(ae.mean_.shape)}, "
-                                 f"expected ({ae.dim},)")
-            ae.history_, ae.best_epoch_ = blob["history"], blob["best_epoch"]
-            ae.meta_ = blob["meta"]
-        except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as e:
-            detail = str(e).strip().splitlines()[0] if str(e).strip() else repr(e)
-            raise ArtifactError(f"{path}: damaged or mismatched bow autoencoder ({detail})") \
-                from None
+    def from_blob(cls, blob: dict, device: str | torch.device = "cpu") -> "Autoencoder":
+        """The model in a dict written by ``save`` (bow.bagofwords.model.load_encoder)."""
+        ae = cls.from_params(blob["params"], device=device)
+        ae._build()
+        ae._load_weights(blob)
+        ae.mean_, ae.std_ = blob["mean"].to(device), blob["std"].to(device)
+        if ae.mean_.shape != (ae.dim,) or ae.std_.shape != (ae.dim,):
+            raise ValueError(f"standardisation of shape {tuple(ae.mean_.shape)}, "
+                             f"expected ({ae.dim},)")
+        ae.history_, ae.best_epoch_ = blob["history"], blob["best_epoch"]
+        ae.meta_ = blob["meta"]
         return ae

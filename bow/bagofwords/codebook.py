@@ -89,7 +89,8 @@ def faiss_gpus() -> int:
 
 class Codebook:
     """k-means codebook of ``config.n_codes`` centroids. Learned: centroids_ (D, d) float32,
-    objective_ (float), iterations_ (list of dict), stats_ (dict)."""
+    objective_ (float), scale_ (the mean squared distance of the fitted points to their
+    centroid: the distance scale of soft assignment), iterations_ (list of dict), stats_."""
 
     def __init__(self, config: CodebookConfig = CodebookConfig(), gpu: bool | str = "auto"):
         self.config, self.gpu = narrow(config, CodebookConfig), gpu
@@ -149,6 +150,7 @@ class Codebook:
         r, self.centroids_, ids = best
         self._index = None
         self.objective_ = restarts[r]
+        self.scale_ = self.objective_ / n
         sizes = np.bincount(ids, minlength=self.n_codes)
         self.stats_ = {
             "n_points": n, "dim": d, "n_codes": self.n_codes,
@@ -195,6 +197,7 @@ class Codebook:
         with atomic_path(path) as tmp:
             with open(tmp, "wb") as f:
                 np.savez(f, centroids=self.centroids_, objective=np.float64(self.objective_),
+                         scale=np.float64(self.scale_),
                          **{k: (np.str_(v) if k == "init" else np.int64(v))
                             for k, v in self.get_params().items()})
         write_json(path.with_suffix(".json"), {"params": self.get_params(),
@@ -215,6 +218,7 @@ class Codebook:
                                             for f in dataclasses.fields(CodebookConfig)}))
                 cb.centroids_ = np.ascontiguousarray(z["centroids"], dtype=np.float32)
                 cb.objective_ = float(z["objective"])
+                cb.scale_ = float(z["scale"]) if "scale" in z.files else None
         except (OSError, KeyError, ValueError, TypeError, EOFError, zipfile.BadZipFile) as e:
             raise CodebookError(f"{path}: not a readable codebook ({e})") from e
         if cb.centroids_.shape[:1] != (cb.n_codes,) or cb.centroids_.ndim != 2 \

@@ -32,8 +32,7 @@ import torch
 from bow.audio.features import LogMel
 from bow.audio.load import AudioError, chunk, read_audio
 from bow.audio.readahead import default_threads, read_ahead
-from bow.bagofwords.model import BagOfWords, clip_vector
-from bow.bagofwords.tokens import FAMILIES
+from bow.bagofwords.model import AssignmentConfig, BagOfWords, clip_vector
 from bow.data.datasets import Clip
 from bow.io.store import ClipFeatures, multi_hot
 from bow.runtime import check_precision, encoder_precision, resolve_device
@@ -44,7 +43,7 @@ LOGMEL_BATCH = 16   # chunks per log-mel call on the CPU (see the module docstri
 
 
 class BagOfWordsEmbedder:
-    """(n, 16000) chunks -> (n, 4 D) uint16 counts with a ``BagOfWords`` whose encoders are on
+    """(n, 16000) chunks -> (n, width) counts with a ``BagOfWords`` whose encoders are on
     ``device``, ``batch_chunks`` at a time; ``precision`` (bow.runtime): fp32, or tf32 / bf16
     for the encoders on CUDA."""
 
@@ -57,7 +56,7 @@ class BagOfWordsEmbedder:
 
     @torch.inference_mode()
     def counts(self, chunks: np.ndarray) -> np.ndarray:
-        """(n, 16000) chunks -> (n, 4 D) uint16 counts, in one batch."""
+        """(n, 16000) chunks -> (n, width) counts (bow.bagofwords.model), in one batch."""
         x = torch.from_numpy(chunks).to(self.device)
         step = LOGMEL_BATCH if self.device.type == "cpu" else len(x)
         logmel = torch.cat([self.front(x[i:i + step]) for i in range(0, len(x), step)])
@@ -65,11 +64,11 @@ class BagOfWordsEmbedder:
             return self.bag.transform(logmel)
 
     def pooled(self, items: Iterable[tuple[K, np.ndarray]]) -> Iterator[tuple[K, np.ndarray]]:
-        """(key, (n_i, 16000) chunks) in order -> (key, (n_i, 4 D) counts) in the same order,
+        """(key, (n_i, 16000) chunks) in order -> (key, (n_i, width) counts) in the same order,
         chunks pooled across items into batches of ``batch_chunks``."""
         waiting: deque = deque()                # keys whose count rows are not all done
         parts, n_parts = [], 0                  # chunks given, not yet embedded
-        rows = np.zeros((0, 0), np.uint16)      # count rows done, not yet handed out
+        rows = np.zeros((0, 0))                 # count rows done, not yet handed out
 
         def embed(flat: np.ndarray, n: int) -> np.ndarray:
             done = [self.counts(flat[j:j + self.batch_chunks])
@@ -97,7 +96,7 @@ class BagOfWordsEmbedder:
 
     def clip_vectors(self, audios: list[np.ndarray]) -> np.ndarray:
         """List of (samples_i,) 16 kHz -> (len, 4 D) float32 clip vectors, as in the store."""
-        out = np.zeros((len(audios), len(FAMILIES) * self.bag.n_codes), dtype=np.float32)
+        out = np.zeros((len(audios), self.bag.width), dtype=np.float32)
         for i, counts in self.pooled((i, chunk(a)) for i, a in enumerate(audios)):
             out[i] = clip_vector(counts)
         return out
@@ -113,8 +112,10 @@ class ShardEmbedder:
 
     def __init__(self, autoencoders: Path, codebooks: Path, vocabulary: list[str],
                  device: str = "cpu", batch_chunks: int = BATCH_CHUNKS, precision: str = "fp32",
-                 decode_threads: int | None = None):
+                 decode_threads: int | None = None,
+                 assignment: AssignmentConfig = AssignmentConfig()):
         self.autoencoders, self.codebooks, self.vocabulary = autoencoders, codebooks, vocabulary
+        self.assignment = assignment
         self.device, self.batch_chunks = device, batch_chunks
         self.precision, self.decode_threads = precision, decode_threads
         check_precision(precision, device)
@@ -127,8 +128,8 @@ class ShardEmbedder:
         if self._embedder is None:
             dev = resolve_device(self.device)
             self._embedder = BagOfWordsEmbedder(
-                BagOfWords.load(self.autoencoders, self.codebooks, dev), dev, self.batch_chunks,
-                self.precision)
+                BagOfWords.load(self.autoencoders, self.codebooks, dev, self.assignment), dev,
+                self.batch_chunks, self.precision)
         return self._embedder
 
     def __call__(self, clips: list[Clip]):

@@ -1,32 +1,103 @@
-"""Bag of audio words: log-mel chunks -> code ids -> histograms; count normalisation; masking.
+"""Bag of audio words: log-mel chunks -> code ids -> histograms; count normalisation.
 
 Per 1 s chunk the 143 grid tokens (``bow.bagofwords.tokens``) are encoded by their family's
-autoencoder and assigned to the nearest centroid of the family's codebook; the ids become four
-histograms of length D, concatenated in ``bow.bagofwords.tokens.FAMILIES`` order (patch, band
-envelope, spectral envelope, thumbnail) into one (4 D,) count vector that sums to 143.
+encoder (bow.bagofwords.encoder: an autoencoder or PCA) and assigned to the family's codebook;
+the assignments become four histograms of length D, concatenated in
+``bow.bagofwords.tokens.FAMILIES`` order (patch, band envelope, spectral envelope, thumbnail)
+into one (4 D,) count vector that sums to 143. With shape tokens and level bins
+(bow.bagofwords.levels) four histograms of L level bins follow, one per family in the same
+order: (4 (D + L),), summing to 2 x 143.
 
-Clip level: the clip vector is the MEAN of its chunk vectors (float32, sums to 143): it does not
-grow with the clip's length, so short and long clips are on one scale, and it is what the
-FINDINGS probe used. Stores keep raw counts (chunks: uint16); ``normalise`` (none, sqrt,
-log1p; sqrt by default, measured to help in ../shared/FINDINGS.md) is applied where vectors
-are consumed (the heads, the HEAR outputs); the heads' token masking is bow.heads.model's.
+Assignment (``AssignmentConfig``): ``hard``, the paper's, counts each token once for its
+nearest code (uint16 counts). ``soft`` spreads each token's unit weight over its K nearest codes
+(float32 counts, still summing to 143 per chunk), like openXBOW's multi-assignment: a token
+between two codes no longer flips its whole count on a rounding error, and a chunk's vector
+gains the information of which codes are near. Weights w_k (k = 1..K, nearest first, squared
+distances d_k) by ``weighting``: ``softmax`` exp(-(d_k - d_1) / s) / Z, with s the codebook's
+mean squared distance of its training points to their centroid (so the weighting is
+scale-free: nothing to tune per dataset), ``uniform`` 1 / K. K = 1 is hard assignment, to the
+bit (tests).
+
+Clip level: the clip vector is the MEAN of its chunk vectors (float32): it does not grow with
+the clip's length, so short and long clips are on one scale, and it is what the FINDINGS probe
+used. Stores keep raw counts; ``normalise`` (none, sqrt, log1p; sqrt by default, measured to
+help in ../shared/FINDINGS.md) is applied where vectors are consumed (the heads, the HEAR
+outputs); the heads' token masking is bow.heads.model's.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from bow.bagofwords.autoencoder import ENCODE_BATCH, Autoencoder
-from bow.bagofwords.codebook import Codebook
-from bow.bagofwords.tokens import COUNTS, FAMILIES, TOKENS_PER_CHUNK, grid
-from bow.config import choose
+from bow.bagofwords.autoencoder import Autoencoder
+from bow.bagofwords.codebook import Codebook, CodebookError
+from bow.bagofwords.encoder import ENCODE_BATCH, TokenEncoder
+from bow.bagofwords.levels import LevelBins, token_levels
+from bow.bagofwords.pca import PCAEncoder
+from bow.bagofwords.tokens import COUNTS, DIMS, FAMILIES, grid
+from bow.config import ConfigError, choose, option
+from bow.io.stage import ArtifactError, load_torch
 
 NORMALISATIONS = ("none", "sqrt", "log1p")
+ASSIGNMENTS = ("hard", "soft")
+WEIGHTINGS = ("softmax", "uniform")
+ENCODER_FILES = {cls.format: cls for cls in (Autoencoder, PCAEncoder)}
 
 
-def family_codes(encoder: Autoencoder, logmel: torch.Tensor, family: str) -> torch.Tensor:
+@dataclass(frozen=True)
+class AssignmentConfig:
+    """How tokens become counts (module docstring). Paper: hard."""
+    assignment: str = option("hard", "hard: each token counts for its nearest code (the "
+                             "paper's); soft: its weight is spread over its K nearest codes")
+    neighbours: int = option(5, "soft assignment: K nearest codes per token")
+    weighting: str = option("softmax", "soft assignment weights: softmax of the squared "
+                            "distances over the codebook's scale, or uniform")
+
+    def __post_init__(self):
+        choose("assignment", self.assignment, ASSIGNMENTS)
+        choose("weighting", self.weighting, WEIGHTINGS)
+        if self.neighbours < 1:
+            raise ConfigError(f"neighbours must be >= 1, got {self.neighbours}")
+
+    @property
+    def k(self) -> int:
+        """Codes per token: 1 for hard assignment."""
+        return self.neighbours if self.assignment == "soft" else 1
+
+
+def load_encoder(path: str | Path, device: str | torch.device = "cpu") -> TokenEncoder:
+    """An encoder of any kind written by its ``save``; ArtifactError naming the file else."""
+    blob = load_torch(path, "bow encoder")
+    kind = blob.get("format") if isinstance(blob, dict) else None
+    if kind not in ENCODER_FILES:
+        raise ArtifactError(f"{path}: not a bow encoder file (format {kind!r}, expected one "
+                            f"of {sorted(ENCODER_FILES)}; written by "
+                            "pipelines.train_autoencoders?)")
+    try:
+        return ENCODER_FILES[kind].from_blob(blob, device)
+    except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as e:
+        detail = str(e).strip().splitlines()[0] if str(e).strip() else repr(e)
+        raise ArtifactError(f"{path}: damaged or mismatched bow encoder ({detail})") from None
+
+
+def soft_weights(dist: np.ndarray, scale: float | None, weighting: str) -> np.ndarray:
+    """(m, K) squared distances, nearest first -> (m, K) float32 weights summing to 1."""
+    if dist.shape[1] == 1:
+        return np.ones(dist.shape, np.float32)
+    if weighting == "uniform":
+        return np.full(dist.shape, 1.0 / dist.shape[1], np.float32)
+    if not scale or not np.isfinite(scale):
+        raise CodebookError("softmax weights need the codebook's distance scale (a codebook "
+                            "written before soft assignment existed: fit it again)")
+    d = dist.astype(np.float64)
+    w = np.exp(-(d - d[:, :1]) / scale)
+    return (w / w.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
+def family_codes(encoder: TokenEncoder, logmel: torch.Tensor, family: str) -> torch.Tensor:
     """(n, 96, 100) log-mel -> (n * COUNTS[family], dim / F) codes of the family's grid tokens.
 
     Chunks go through in groups of about ``ENCODE_BATCH`` tokens, so one matmul sees ~4096.
@@ -38,15 +109,22 @@ def family_codes(encoder: Autoencoder, logmel: torch.Tensor, family: str) -> tor
     return torch.cat(out) if out else torch.empty(0, encoder.bottleneck)
 
 
-def histograms(ids: dict[str, np.ndarray], n_codes: int) -> np.ndarray:
-    """{family: (n, COUNTS[family]) code ids} -> (n, 4 * n_codes) uint16 counts."""
-    n = next(iter(ids.values())).shape[0]
-    width = len(FAMILIES) * n_codes
-    flat = [np.arange(n)[:, None] * width + f * n_codes
-            + np.asarray(ids[family]).reshape(n, COUNTS[family])
-            for f, family in enumerate(FAMILIES)]
-    counts = np.bincount(np.concatenate(flat, axis=1).ravel(), minlength=n * width)
-    return counts.reshape(n, width).astype(np.uint16)
+def histograms(words: dict[str, dict], n: int, n_codes: int, n_levels: int = 0) -> np.ndarray:
+    """Per family {"ids": (n * COUNTS, K), "weights": (n * COUNTS, K) or None, "levels":
+    (n * COUNTS,) or None}, tokens of chunk i first -> (n, 4 (n_codes + n_levels)) counts:
+    uint16 when every token has one code of weight 1, else float32 (module docstring)."""
+    hard = all(w["weights"] is None for w in words.values())
+    width = len(FAMILIES) * (n_codes + n_levels)
+    out = np.zeros(n * width, np.float64 if not hard else np.int64)
+    for f, family in enumerate(FAMILIES):
+        ids, weights, levels = (words[family][k] for k in ("ids", "weights", "levels"))
+        rows = np.repeat(np.arange(n) * width, COUNTS[family])        # (n * COUNTS,)
+        flat = (rows[:, None] + f * n_codes + ids).ravel()
+        np.add.at(out, flat, 1 if weights is None else weights.ravel())
+        if n_levels:
+            base = len(FAMILIES) * n_codes + f * n_levels
+            np.add.at(out, rows + base + levels, 1)
+    return out.reshape(n, width).astype(np.uint16 if hard else np.float32)
 
 
 def clip_vector(chunk_counts: np.ndarray) -> np.ndarray:
@@ -66,11 +144,13 @@ def normalise(counts, method: str = "sqrt"):
 
 
 class BagOfWords:
-    """The four encoders and codebooks: (n, 96, 100) log-mel -> (n, 4 D) uint16 counts."""
+    """The four encoders, codebooks (and level bins): (n, 96, 100) log-mel -> count vectors."""
 
-    def __init__(self, encoders: dict[str, Autoencoder], codebooks: dict[str, Codebook]):
-        self.encoders = encoders
-        self.codebooks = codebooks
+    def __init__(self, encoders: dict[str, TokenEncoder], codebooks: dict[str, Codebook],
+                 levels: dict[str, LevelBins] | None = None,
+                 assignment: AssignmentConfig = AssignmentConfig()):
+        self.encoders, self.codebooks, self.levels = encoders, codebooks, levels
+        self.assignment = assignment
 
     @property
     def n_codes(self) -> int:
@@ -79,22 +159,53 @@ class BagOfWords:
             raise ValueError(f"the four codebooks must have the same number of codes, got {sizes}")
         return sizes.pop()
 
-    def code_ids(self, logmel: torch.Tensor) -> dict[str, np.ndarray]:
-        """(n, 96, 100) -> {family: (n, COUNTS[family]) int64 code ids}."""
-        n = logmel.shape[0]
-        return {f: self.codebooks[f].assign(
-                    family_codes(self.encoders[f], logmel, f).cpu().numpy()).reshape(n, COUNTS[f])
-                for f in FAMILIES}
+    @property
+    def n_levels(self) -> int:
+        return self.levels[FAMILIES[0]].n_bins if self.levels else 0
+
+    @property
+    def width(self) -> int:
+        """Length of a chunk vector: 4 (D + L)."""
+        return len(FAMILIES) * (self.n_codes + self.n_levels)
+
+    def words(self, family: str, tokens: torch.Tensor) -> dict:
+        """(m, dim) raw tokens of ``family`` -> {"ids": (m, K) int64 codes, "weights": (m, K)
+        float32 or None (hard), "levels": (m,) int64 level bins or None}."""
+        a = self.assignment
+        codes = self.encoders[family].encode(tokens).cpu().numpy()
+        ids, dist = self.codebooks[family].nearest(codes, a.k)
+        weights = None if a.assignment == "hard" else \
+            soft_weights(dist, self.codebooks[family].scale_, a.weighting)
+        levels = None
+        if self.levels:
+            levels = self.levels[family].assign(token_levels(torch.as_tensor(tokens).float()))
+        return {"ids": ids, "weights": weights, "levels": levels}
 
     def transform(self, logmel: torch.Tensor) -> np.ndarray:
-        """(n, 96, 100) log-mel -> (n, 4 D) uint16 counts, each row summing to 143."""
-        counts = histograms(self.code_ids(logmel), self.n_codes)
-        assert counts.shape[0] == 0 or (counts.sum(1) == TOKENS_PER_CHUNK).all()
-        return counts
+        """(n, 96, 100) log-mel -> (n, width) counts (uint16 hard, float32 soft), each chunk's
+        code counts summing to 143 (and its level counts to 143)."""
+        n = logmel.shape[0]
+        words = {}
+        for f in FAMILIES:
+            per = max(1, ENCODE_BATCH // COUNTS[f])
+            parts = [self.words(f, grid(logmel[i:i + per].float(), f).reshape(-1, DIMS[f]))
+                     for i in range(0, n, per)]
+            words[f] = {k: (np.concatenate([p[k] for p in parts]) if parts and
+                            parts[0][k] is not None else None) for k in parts[0]} \
+                if parts else {"ids": np.zeros((0, 1), np.int64), "weights": None,
+                               "levels": None}
+        return histograms(words, n, self.n_codes, self.n_levels)
 
     @classmethod
-    def load(cls, autoencoders: str | Path, codebooks: str | Path,
-             device: str | torch.device = "cpu") -> "BagOfWords":
-        """Read ``<family>.pt`` from the autoencoder folder and ``<family>.npz`` from the other."""
-        return cls({f: Autoencoder.load(Path(autoencoders) / f"{f}.pt", device) for f in FAMILIES},
-                   {f: Codebook.load(Path(codebooks) / f"{f}.npz") for f in FAMILIES})
+    def load(cls, encoders: str | Path, codebooks: str | Path,
+             device: str | torch.device = "cpu",
+             assignment: AssignmentConfig = AssignmentConfig()) -> "BagOfWords":
+        """Read ``<family>.pt`` from the encoder folder, ``<family>.npz`` (and
+        ``<family>.levels.json`` when the codebooks have level bins) from the other."""
+        codebooks = Path(codebooks)
+        level_files = [codebooks / f"{f}.levels.json" for f in FAMILIES]
+        levels = {f: LevelBins.load(p) for f, p in zip(FAMILIES, level_files)} \
+            if all(p.is_file() for p in level_files) else None
+        return cls({f: load_encoder(Path(encoders) / f"{f}.pt", device) for f in FAMILIES},
+                   {f: Codebook.load(codebooks / f"{f}.npz") for f in FAMILIES}, levels,
+                   assignment)

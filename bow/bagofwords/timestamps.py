@@ -118,15 +118,21 @@ def window_tokens(logmel: torch.Tensor, n_win: int) -> dict[str, torch.Tensor]:
     return {f: grid(wins, f).reshape(-1, DIMS[f]) for f in ("band_envelope", "thumbnail")}
 
 
-def window_ids(ids: dict[str, np.ndarray], n_win: int, n_col: int) -> dict[str, np.ndarray]:
-    """Code ids of the column tokens (patch (C * 12,), spectral envelope (C,)) and window
-    tokens (band envelope (W * 12,), thumbnail (W,)) -> {family: (W, COUNTS[family])}, window
-    w taking the columns w + 2 i, i < 10 (bow.bagofwords.model.histograms makes the counts)."""
+def window_words(words: dict[str, dict], n_win: int, n_col: int) -> dict[str, dict]:
+    """Assignments (bow.bagofwords.model.BagOfWords.words) of the column tokens (patch
+    (C * 12, ...), spectral envelope (C, ...)) and window tokens (band envelope (W * 12, ...),
+    thumbnail (W, ...)) -> the same per window, window w's tokens first (its columns w + 2 i,
+    i < 10), for bow.bagofwords.model.histograms."""
     cols = np.arange(n_win)[:, None] + STRIDE * np.arange(COLUMNS_PER_WINDOW)[None]
-    return {"patch": ids["patch"].reshape(n_col, -1)[cols].reshape(n_win, -1),
-            "band_envelope": ids["band_envelope"].reshape(n_win, -1),
-            "spectral_envelope": ids["spectral_envelope"][cols],
-            "thumbnail": ids["thumbnail"].reshape(n_win, 1)}
+
+    def gather(family, x):
+        if x is None or family in ("band_envelope", "thumbnail"):
+            return x
+        per_column = COUNTS["patch"] // COLUMNS_PER_WINDOW if family == "patch" else 1
+        x = x.reshape(n_col, per_column, *x.shape[1:])[cols]      # (W, 10, per, ...)
+        return x.reshape(n_win * COLUMNS_PER_WINDOW * per_column, *x.shape[3:])
+
+    return {f: {k: gather(f, v) for k, v in w.items()} for f, w in words.items()}
 
 
 class TimestampEmbedder:
@@ -145,7 +151,7 @@ class TimestampEmbedder:
 
     @torch.inference_mode()
     def _piece_windows(self, audios, lengths, piece) -> list[np.ndarray]:
-        """One piece -> per range (clip, start, stop): (windows, 4 D) uint16 counts."""
+        """One piece -> per range (clip, start, stop): (windows, width) counts."""
         rows = [chunk_rows(audios[i], a, min(b + 1, lengths[i])) for i, a, b in piece]
         logmel = self._logmel(np.concatenate(rows))
         tokens: dict[str, list[torch.Tensor]] = {f: [] for f in FAMILIES}
@@ -159,28 +165,29 @@ class TimestampEmbedder:
             for f, t in (column_tokens(flat, n_col) | window_tokens(flat, n_win)).items():
                 tokens[f].append(t)
             sizes.append((n_win, n_col))
-        ids = {f: self.bag.codebooks[f].assign(
-                   self.bag.encoders[f].encode(torch.cat(tokens[f])).cpu().numpy())
-               for f in FAMILIES}
+        words = {f: self.bag.words(f, torch.cat(tokens[f])) for f in FAMILIES}
         out, used = [], dict.fromkeys(FAMILIES, 0)
         for n_win, n_col in sizes:
             per = {"patch": n_col * N_MELS // PATCH_ROWS, "spectral_envelope": n_col,
                    "band_envelope": n_win * COUNTS["band_envelope"], "thumbnail": n_win}
-            part = {f: ids[f][used[f]:used[f] + per[f]] for f in FAMILIES}
+            part = {f: {k: None if v is None else v[used[f]:used[f] + per[f]]
+                        for k, v in words[f].items()} for f in FAMILIES}
             used = {f: used[f] + per[f] for f in FAMILIES}
-            out.append(histograms(window_ids(part, n_win, n_col), self.bag.n_codes))
+            out.append(histograms(window_words(part, n_win, n_col), n_win, self.bag.n_codes,
+                                  self.bag.n_levels))
         return out
 
     def window_counts(self, audios: list[np.ndarray]) -> Iterator[tuple[int, np.ndarray]]:
-        """List of (samples_i,) -> yields (i, (n_windows_i, 4 D) uint16 counts) per clip, in
-        order, as soon as the clip is done."""
+        """List of (samples_i,) -> yields (i, (n_windows_i, width) counts) per clip, in order,
+        as soon as the clip is done (uint16 with hard assignment, float32 with soft)."""
         lengths = [n_chunks(len(a)) for a in audios]
-        width = len(FAMILIES) * self.bag.n_codes
+        width = self.bag.width
+        dtype = np.uint16 if self.bag.assignment.assignment == "hard" else np.float32
         pending: dict[int, np.ndarray] = {}
         for piece in plan(lengths, self.piece_chunks):
             for (i, a, b), counts in zip(piece, self._piece_windows(audios, lengths, piece)):
                 if i not in pending:
-                    pending[i] = np.empty((n_windows(len(audios[i])), width), dtype=np.uint16)
+                    pending[i] = np.empty((n_windows(len(audios[i])), width), dtype=dtype)
                 w0 = WINDOWS_PER_CHUNK * a
                 pending[i][w0:w0 + counts.shape[0]] = counts
                 if b == lengths[i]:
@@ -188,7 +195,7 @@ class TimestampEmbedder:
 
     def timestamp_embeddings(self, audios: list[np.ndarray]
                              ) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
-        """List of (samples_i,) -> yields (i, (T_i, 4 D) float32 counts, (T_i,) ms) per clip."""
+        """List of (samples_i,) -> yields (i, (T_i, width) float32 counts, (T_i,) ms) per clip."""
         for i, counts in self.window_counts(audios):
             rows = timestamp_windows(len(audios[i]))
             yield i, counts[rows].astype(np.float32), timestamps_ms(len(audios[i]))

@@ -1,16 +1,19 @@
-"""Fitting the bag-of-words model: one autoencoder and one codebook per token family.
+"""Fitting the bag-of-words model: one encoder and one codebook per token family.
 
-``train_autoencoders`` trains (or, for the random-encoder control, only initialises) the four
-autoencoders in turn and saves ``<family>.pt`` in a folder. Checkpoints go to
+``train_autoencoders`` fits the four encoders of a kind (``ENCODERS``) in turn and saves
+``<family>.pt`` in a folder: ``trained`` autoencoders (the paper's), ``random`` (the same
+autoencoders left at their seeded initialisation: a control) or ``pca`` (bow.bagofwords.pca:
+the linear optimum, a control without training). Checkpoints go to
 ``.checkpoints-<fingerprint>/`` after every epoch, so a run stopped (even by SIGKILL) resumes
 with the optimiser and random generator states and ends with the same models as a run that
 never stopped; a family already saved with the same fingerprint is not trained again. Model
 files hold no wall-clock times (the same seed, config and clips give the same bytes on CPU):
 the times go to ``timings.json``.
 
-``fit_codebooks`` encodes the grid tokens of the training chunks with the saved autoencoders
+``fit_codebooks`` encodes the grid tokens of the training chunks with the saved encoders
 and fits a k-means codebook (bow.bagofwords.codebook) per family, saved as ``<family>.npz``
-with its statistics in ``<family>.json``.
+with its statistics in ``<family>.json``; for encoders of shape tokens, also the family's level
+bins (bow.bagofwords.levels), ``<family>.levels.json``.
 """
 from __future__ import annotations
 
@@ -20,13 +23,18 @@ from pathlib import Path
 
 import torch
 
-from bow.bagofwords.autoencoder import Autoencoder, AutoencoderConfig
+from bow.bagofwords.autoencoder import Autoencoder
 from bow.bagofwords.codebook import Codebook, CodebookConfig, CodebookError
-from bow.bagofwords.model import family_codes
+from bow.bagofwords.encoder import AutoencoderConfig
+from bow.bagofwords.levels import LevelBins
+from bow.bagofwords.model import family_codes, load_encoder
+from bow.bagofwords.pca import PCAEncoder
 from bow.bagofwords.tokens import FAMILIES
 from bow.io.stage import ArtifactError, load_torch, read_json, write_json
 
-ENCODERS = ("trained", "random")   # trained autoencoders, or the untrained control
+ENCODERS = ("trained", "random", "pca")
+DEFAULT_ENCODER = "pca"    # measured best with shape tokens (benchmarks/bow_quality.py)
+KINDS = {"trained": Autoencoder, "random": Autoencoder, "pca": PCAEncoder}
 
 
 def _saved_fingerprint(path: Path) -> str | None:
@@ -48,27 +56,28 @@ def _timings(path: Path, fingerprint: str) -> dict:
 def train_autoencoders(logmel: torch.Tensor, val_logmel: torch.Tensor,
                        config: AutoencoderConfig, encoder: str, out: Path, fingerprint: str,
                        device: torch.device, progress: bool = False) -> dict:
-    """Fit log-mel (n, 96, 100), held out (m, 96, 100) -> ``out/<family>.pt`` for each family;
-    ``encoder`` "random" saves the seeded initialisations (standardisation fitted). Returns
-    {family: {best_epoch, val_mse, history}}."""
+    """Fit log-mel (n, 96, 100), held out (m, 96, 100) -> ``out/<family>.pt`` for each family,
+    of kind ``encoder`` ("random": the seeded initialisations, standardisation fitted).
+    Returns {family: {best_epoch, val_mse, history}}."""
     if encoder not in ENCODERS:
         raise ValueError(f"encoder must be one of {ENCODERS}, got {encoder!r}")
     checkpoints = out / f".checkpoints-{fingerprint[:16]}"
     timings = _timings(out / "timings.json", fingerprint)
-    model_config = config if encoder == "trained" else dataclasses.replace(config, epochs=0)
+    model_config = dataclasses.replace(config, epochs=0) if encoder == "random" else config
     families = {}
     for family in FAMILIES:
         path = out / f"{family}.pt"
         if _saved_fingerprint(path) != fingerprint:
             start = time.perf_counter()
-            ae = Autoencoder(family, model_config, device, checkpoints / f"{family}.pt", progress)
+            ae = KINDS[encoder](family, model_config, device, checkpoints / f"{family}.pt",
+                                progress)
             ae.fit(logmel, val_logmel)
             epoch_seconds = [h.pop("seconds", None) for h in ae.history_]  # not in the model
             ae.save(path, meta={"fingerprint": fingerprint})
             timings["families"][family] = {"seconds": time.perf_counter() - start,
                                            "epoch_seconds": epoch_seconds}
             write_json(out / "timings.json", timings)
-        saved = Autoencoder.load(path)
+        saved = load_encoder(path)
         families[family] = {"best_epoch": saved.best_epoch_,
                             "val_mse": saved.history_[saved.best_epoch_]["val_mse"],
                             "history": saved.history_}
@@ -76,13 +85,18 @@ def train_autoencoders(logmel: torch.Tensor, val_logmel: torch.Tensor,
 
 
 def fit_codebooks(autoencoders: Path, logmel: torch.Tensor, config: CodebookConfig, out: Path,
-                  device: torch.device, gpu: bool | str = "auto") -> dict:
+                  device: torch.device, gpu: bool | str = "auto", level_bins: int = 16) -> dict:
     """Codes of the grid tokens of log-mel (n, 96, 100) through ``autoencoders/<family>.pt`` ->
-    ``out/<family>.npz`` (+ .json statistics). Returns {family: statistics without sizes}."""
+    ``out/<family>.npz`` (+ .json statistics), and for shape tokens ``level_bins`` level bins
+    ``out/<family>.levels.json`` (none when 0). Returns {family: statistics without sizes}."""
     families = {}
     for family in FAMILIES:
-        codes = family_codes(Autoencoder.load(autoencoders / f"{family}.pt", device), logmel,
-                             family)
+        encoder = load_encoder(autoencoders / f"{family}.pt", device)
+        levels = out / f"{family}.levels.json"
+        levels.unlink(missing_ok=True)
+        if encoder.config.tokens == "shape" and level_bins:
+            LevelBins(family, level_bins).fit(logmel).save(levels)
+        codes = family_codes(encoder, logmel, family)
         book = Codebook(config, gpu=gpu)
         try:
             book.fit(codes.cpu().numpy())

@@ -9,11 +9,16 @@ Schema (N clips, M chunks in all, C labels; README.md documents it for users):
     /clips/split          (N,)      str    train / val / eval / fold number ...
     /clips/labels         (N, C)    uint8  multi-hot
     /clips/vectors        (N, Dc)   float32  one clip-level vector (bow: mean chunk counts)
-    /chunks/vectors       (M, Dk)   chunk-level vectors, one row per 1 s chunk (bow: uint16 counts)
+    /chunks/vectors       (M, Dk)   chunk-level vectors, one row per 1 s chunk (bow: counts,
+                                    uint16 with hard assignment, float32 with soft)
     /chunks/offsets       (N + 1,)  int64  clip i owns chunk rows offsets[i]:offsets[i+1]
     /frames/vectors       (F, Df)   optional frame-level vectors (kwmlp: timestamp embeddings)
     /frames/timestamps    (F,)      float32 ms, with /frames/offsets (N + 1,)
     /skipped/fname, /skipped/reason   (S,) str: clips that could not be embedded, and why
+
+Format versions: 1, bag-of-words chunk vectors always uint16; 2 (now), float32 with soft
+assignment and level histograms after the code histograms (the store's config says which). Both
+read; a newer version is refused with a message.
 
 Datasets are lzf-compressed and chunked in blocks of about 256 KiB. A shard has the same
 layout without /vocabulary; ``merge`` concatenates shards in order into the final file.
@@ -36,7 +41,7 @@ import numpy as np
 
 from bow.io.stage import atomic_path
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2   # 2: bag-of-words chunk vectors may be float32 (soft assignment)
 STR = h5py.string_dtype()
 BLOCK_BYTES = 256 * 1024
 
@@ -204,6 +209,10 @@ def read(path: str | Path) -> Store:
     with f:
         if f.attrs.get("format") != "bow-store":
             raise StoreError(f"{path}: not a bow feature store (format attribute missing)")
+        version = f.attrs.get("format_version")
+        if version not in (1, FORMAT_VERSION):
+            raise StoreError(f"{path}: store format version {version!r}; this code reads "
+                             f"versions 1 and {FORMAT_VERSION} (a newer bow wrote it?)")
         try:
             return _read_open(f)
         except (KeyError, OSError, ValueError) as e:

@@ -27,8 +27,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bow.bagofwords.autoencoder import Autoencoder
 from bow.bagofwords.corpus import logmel_clips
+from bow.bagofwords.encoder import TokenEncoder
 from bow.bagofwords.tokens import COUNTS, FAMILIES, N_FRAMES, N_MELS, SHAPES, grid
 from bow.io.store import read
 from bow.report.tables import bar_plot, line_plot, plt, save_figure
@@ -96,16 +96,6 @@ def ungrid(tokens: torch.Tensor, family: str) -> torch.Tensor:
 
 
 @torch.inference_mode()
-def reconstruct(ae: Autoencoder, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(n, dim) raw tokens -> ((n, dim) reconstructions in raw units, (n,) MSE standardised),
-    in eval mode (no dropout), with the autoencoder's own standardisation."""
-    ae.encoder_.eval()
-    ae.decoder_.eval()
-    x = (tokens.to(ae.device, torch.float32) - ae.mean_) / ae.std_
-    y = ae.decoder_(ae.encoder_(x))
-    return (y * ae.std_ + ae.mean_).cpu(), ((y - x) ** 2).mean(dim=1).cpu()
-
-
 def example_chunks(clips, n: int = 4):
     """(n, 96, 100) log-mel of one chunk (its most varied) from clips of distinct first labels."""
     chosen, seen = [], set()
@@ -123,7 +113,7 @@ def example_chunks(clips, n: int = 4):
     return logmel[rows], [f"{c.fname} ({c.labels[0]})" for c in chosen]
 
 
-def reconstruction_plot(path, autoencoders: dict[str, Autoencoder], logmel: torch.Tensor,
+def reconstruction_plot(path, autoencoders: dict[str, TokenEncoder], logmel: torch.Tensor,
                         names=None, *, title: str = "") -> Path:
     """(n, 96, 100) log-mel chunks beside their reconstructions by each family's autoencoder:
     one row per chunk: input, patch, band envelope, spectral envelope, thumbnail in and out."""
@@ -139,11 +129,11 @@ def reconstruction_plot(path, autoencoders: dict[str, Autoencoder], logmel: torc
         for family in TILED:
             ae = autoencoders[family]
             tokens = grid(logmel[i:i + 1], family).reshape(-1, ae.dim)
-            out, mse = reconstruct(ae, tokens)
+            out, mse = ae.reconstruct(tokens)
             panels.append(ungrid(out.reshape(1, COUNTS[family], -1), family)[0])
             errors.append(float(mse.mean()))
         thumb = grid(logmel[i:i + 1], "thumbnail").reshape(1, -1)
-        out, mse = reconstruct(autoencoders["thumbnail"], thumb)
+        out, mse = autoencoders["thumbnail"].reconstruct(thumb)
         panels += [thumb.reshape(SHAPES["thumbnail"]), out.reshape(SHAPES["thumbnail"])]
         errors += [None, float(mse.mean())]
         for j, (ax, image, err) in enumerate(zip(axes[i], panels, errors)):

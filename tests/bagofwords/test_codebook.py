@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 from sklearn.cluster import KMeans
 
-from bow.bagofwords.autoencoder import Autoencoder, AutoencoderConfig
+from bow.bagofwords.autoencoder import Autoencoder
 from bow.bagofwords.codebook import Codebook, CodebookConfig, CodebookError, faiss_gpus
 from bow.bagofwords.corpus import logmel_clips
+from bow.bagofwords.encoder import AutoencoderConfig
 from bow.bagofwords.model import family_codes
 from bow.data.datasets import load_dataset
 

@@ -3,9 +3,10 @@ import numpy as np
 import pytest
 import torch
 
-from bow.bagofwords.autoencoder import Autoencoder, AutoencoderConfig
+from bow.bagofwords.autoencoder import Autoencoder
 from bow.bagofwords.codebook import Codebook, CodebookConfig
 from bow.bagofwords.corpus import logmel_clips
+from bow.bagofwords.encoder import AutoencoderConfig
 from bow.bagofwords.model import BagOfWords, clip_vector, family_codes, histograms, normalise
 from bow.bagofwords.tokens import COUNTS, DIMS, FAMILIES, grid
 from bow.data.datasets import load_dataset

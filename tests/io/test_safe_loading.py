@@ -15,8 +15,10 @@ import numpy as np
 import pytest
 import torch
 
-from bow.bagofwords.autoencoder import Autoencoder, AutoencoderConfig
+from bow.bagofwords.autoencoder import Autoencoder
 from bow.bagofwords.codebook import Codebook, CodebookConfig, CodebookError
+from bow.bagofwords.encoder import AutoencoderConfig
+from bow.bagofwords.model import load_encoder
 from bow.heads.model import Head, HeadConfig
 from bow.io.stage import ArtifactError, load_torch, read_json, save_torch
 from bow.io.store import StoreError, read
@@ -94,22 +96,22 @@ def autoencoder_file(tmp_path_factory):
 
 
 def test_autoencoder_files(autoencoder_file, tmp_path):
-    Autoencoder.load(autoencoder_file)                     # the good file loads
+    load_encoder(autoencoder_file)                     # the good file loads
     for kind, path in _bad_files(tmp_path, autoencoder_file).items():
         with pytest.raises(ArtifactError, match=rf"{path.name}: (no such file|not a readable)"):
-            Autoencoder.load(path)
+            load_encoder(path)
     marker = _malicious(tmp_path / "evil.pt", tmp_path)
     with pytest.raises(ArtifactError, match="evil.pt: not a readable bow autoencoder"):
-        Autoencoder.load(tmp_path / "evil.pt")
+        load_encoder(tmp_path / "evil.pt")
     assert not marker.exists()                             # the payload never ran
     blob = torch.load(autoencoder_file, weights_only=True)
     blob["params"]["hidden"] = 32                          # weights of another shape
     torch.save(blob, tmp_path / "mismatch.pt")
     with pytest.raises(ArtifactError, match="mismatch.pt: damaged or mismatched"):
-        Autoencoder.load(tmp_path / "mismatch.pt")
+        load_encoder(tmp_path / "mismatch.pt")
     save_checkpoint(KWMLP(num_classes=3, depth=1), tmp_path / "kwmlp.pth")  # another family
     with pytest.raises(ArtifactError, match="kwmlp.pth: not a bow autoencoder"):
-        Autoencoder.load(tmp_path / "kwmlp.pth")
+        load_encoder(tmp_path / "kwmlp.pth")
 
 
 def test_kwmlp_checkpoints(autoencoder_file, tmp_path):

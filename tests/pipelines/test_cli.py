@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from bow.bagofwords.autoencoder import AutoencoderConfig
+from bow.bagofwords.encoder import AutoencoderConfig
 from bow.config import ConfigError, narrow, option
 from bow.io.stage import (
     LockedError,

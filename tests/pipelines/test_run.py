@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from bow.bagofwords.training import DEFAULT_ENCODER, ENCODERS
 from bow.config import ConfigError
 from bow.data.datasets import load_dataset
 from bow.io.store import multi_hot
@@ -26,12 +27,25 @@ def _changed(config, default) -> set:
             if getattr(config, f.name) != getattr(default, f.name)}
 
 
-def test_paper_preset_is_every_stages_defaults():
-    config = run_config.resolve_config("paper")
+def test_default_preset_is_every_stages_defaults():
+    config = run_config.resolve_config("default")
     for name, cls in run_config.STAGES.items():
-        assert _changed(getattr(config, name), cls()) == (
-            {"feature_sets"} if name == "evaluate" else set()), name
-    assert config.evaluate.feature_sets == run_config.FEATURE_SETS and config.sweeps == ()
+        assert _changed(getattr(config, name), cls()) == set(), name
+    assert config.encoder == DEFAULT_ENCODER and config.sweeps == ()
+    assert config.evaluate.feature_sets == ("bow", *(f"bow-{k}" for k in ENCODERS
+                                                     if k != DEFAULT_ENCODER),
+                                            "kwmlp", "bow+kwmlp")
+
+
+def test_paper_preset_is_vermas_configuration():
+    config = run_config.resolve_config("paper")
+    assert config.encoder == "trained" and config.encoders[0] == "trained"
+    assert config.train_autoencoders.tokens == "raw" and config.embed.assignment == "hard"
+    assert config.fit_codebooks.n_codes == 256 and config.train_autoencoders.hidden == 2048
+    assert config.evaluate.feature_sets[0] == "bow-trained"
+    assert config.evaluate.feature_sets[-1] == "bow-trained+kwmlp"
+    for name in ("pretrain_kwmlp", "embed_kwmlp", "evaluate"):     # the rest: the defaults
+        assert _changed(getattr(config, name), run_config.STAGES[name]()) <= {"feature_sets"}
 
 
 def test_quick_preset_only_shrinks_budgets():
@@ -86,7 +100,7 @@ def test_config_file_and_preset_from_the_command_line(tmp_path):
         assert config.preset == "quick" and config.fit_codebooks.n_codes == 16
         assert torch.get_num_threads() == 1 and faiss.omp_get_max_threads() == 1
         config = parse(["--data", "x", "--threads", "2"])
-        assert config.preset == "paper" and config.sweeps == () and config.config_file is None
+        assert config.preset == "default" and config.sweeps == () and config.config_file is None
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(threads[0])
@@ -134,6 +148,7 @@ def test_sweep_commands_reuse_the_runs_options(tmp_path):
     assert builtin == f"--artifacts {tmp_path} --preset quick --config my.toml"
     other = run_report.sweep_options(Path("/x/mini"), tmp_path, run_config.resolve_config("paper"))
     assert other.startswith("--data /x/mini ") and other.endswith("--preset paper")
+    assert run_config.resolve_config("default", {"encoder": "random"}).encoders[0] == "random"
 
 
 # ----------------------------------------------------------------------------- end to end
@@ -145,7 +160,8 @@ def _command(args, timeout=900):
     return proc.stdout
 
 
-def _check_report(report: Path, data: Path, features=run_config.FEATURE_SETS) -> dict:
+def _check_report(report: Path, data: Path,
+                  features=run_config.feature_sets(DEFAULT_ENCODER)) -> dict:
     """Every picture exists and is linked; every mAP is finite and above chance."""
     text = report.read_text()
     links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
@@ -185,12 +201,12 @@ def test_the_readme_main_command_on_the_built_in_dataset(tmp_path):
     assert (art / "kwmlp" / "best.pth").is_file()
     # a second run redoes nothing
     again = _command(["--artifacts", str(art)])
-    redone = re.findall(r"\n(\[\d+/11\] [^\n]*)\n +done", again)
-    assert again.count("up to date, skipped") == 11 + 3, redone  # + masking's upstream
+    redone = re.findall(r"\n(\[\d+/14\] [^\n]*)\n +done", again)
+    assert again.count("up to date, skipped") == 14 + 3, redone  # + masking's upstream
     assert "| up to date | 0.0 (built in" in report.read_text()
     assert "done before" in again and report.is_file()
     rows = [line for line in out.splitlines() if line.startswith("| default")]
-    assert len(rows) == 4 and all(line in again for line in rows)
+    assert len(rows) == 5 and all(line in again for line in rows)
 
 
 @pytest.mark.slow

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from bow.bagofwords.autoencoder import Autoencoder
+from bow.bagofwords.model import load_encoder
 from bow.bagofwords.tokens import FAMILIES
 from bow.data.synth import make_default_dataset
 from bow.io.stage import LockedError, locked, read_fingerprint
@@ -62,7 +62,7 @@ def test_a_second_run_on_the_same_folder_fails_fast(tmp_path):
     assert "pipelines.train_autoencoders" in err and "another --artifacts folder" in err
     assert read_fingerprint(out) is not None     # the first run finished undisturbed
     for family in FAMILIES:
-        Autoencoder.load(out / f"{family}.pt")
+        load_encoder(out / f"{family}.pt")
 
 
 def test_readers_and_writers_exclude_each_other(tmp_path, capsys):
