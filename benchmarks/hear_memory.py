@@ -50,23 +50,31 @@ def long_audio(minutes: float, seed: int = 0) -> np.ndarray:
     return out
 
 
-def random_bundle(path: str, hidden: int, n_codes: int, seed: int = 0) -> None:
-    """Write an untrained bundle (F = 10) with standardisation and codebooks fitted on noise."""
+def random_bundle(path: str, hidden: int, n_codes: int, seed: int = 0, tokens: str | None = None,
+                  assignment: str | None = None, normalise: str = "sqrt") -> None:
+    """Write an untrained bundle (F = 10) with standardisation, codebooks (and level bins, for
+    shape tokens) fitted on noise; ``tokens`` and ``assignment`` default to the library's."""
     from bow.audio.features import LogMel
     from bow.audio.load import chunk
     from bow.bagofwords.autoencoder import Autoencoder
     from bow.bagofwords.bundle import write
     from bow.bagofwords.codebook import Codebook, CodebookConfig
     from bow.bagofwords.encoder import AutoencoderConfig
-    from bow.bagofwords.model import BagOfWords, family_codes
+    from bow.bagofwords.levels import LevelBins
+    from bow.bagofwords.model import AssignmentConfig, BagOfWords, family_codes
     from bow.bagofwords.tokens import FAMILIES
+    arm = {"tokens": tokens} if tokens else {}
     with torch.inference_mode():
         logmel = LogMel()(torch.from_numpy(chunk(long_audio(2 * n_codes / 60, seed))))
-    encoders = {f: Autoencoder(f, AutoencoderConfig(hidden=hidden, epochs=0, seed=seed))
-                .fit(logmel, logmel) for f in FAMILIES}
+    config = AutoencoderConfig(hidden=hidden, epochs=0, seed=seed, **arm)
+    encoders = {f: Autoencoder(f, config).fit(logmel, logmel) for f in FAMILIES}
     books = {f: Codebook(CodebookConfig(n_codes=n_codes, niter=10, nredo=1, seed=seed)).fit(
         family_codes(encoders[f], logmel, f).numpy()) for f in FAMILIES}
-    write(path, BagOfWords(encoders, books), meta={"note": "untrained, for benchmarks"})
+    levels = {f: LevelBins(f).fit(logmel) for f in FAMILIES} if config.tokens == "shape" \
+        else None
+    assign = AssignmentConfig(**({"assignment": assignment} if assignment else {}))
+    write(path, BagOfWords(encoders, books, levels, assign), normalise=normalise,
+          meta={"note": "untrained, for benchmarks"})
 
 
 def bow_gflop(config: dict, call: str) -> float:

@@ -72,7 +72,7 @@ def _work(args, cfg: ExportBundleConfig):
     b = bundle.read(path)
     n_params = sum(a.size for a in b.arrays.values())
     print(f"{path}: {path.stat().st_size / 1e6:.1f} MB, D = {b.n_codes}, {n_params:,} numbers, "
-          f"embeddings of {4 * b.n_codes} counts, normalise {b.normalise}")
+          f"embeddings of {b.width} counts, normalise {b.normalise}")
     print(f"  use it with: hear-validator bow.hear.bow --model {path}")
 
 

@@ -27,8 +27,10 @@ so FAISS does not warn on stderr) and record ``points_per_centroid`` and ``few_p
 ``stats_`` instead. Fewer points than codes cannot make a codebook: ``fit`` raises
 ``CodebookError`` naming both numbers (choose a smaller D or more training clips).
 
-Assignment is exact nearest-centroid search (squared L2) with a ``faiss.IndexFlatL2`` on the CPU:
-it is about 1% of the embedding time, so moving it to the GPU is not worth a transfer.
+Assignment (``assign``, ``nearest``) is the exact K nearest centroids in squared L2, ties to the
+lowest id (bow.bagofwords.nearest): each code's ids depend on its bits and the centroids alone,
+not on the batch, threads or machine (faiss's flat search did; issue 17). About 1% of the
+embedding time, on the CPU.
 Files: centroids and parameters in an ``.npz`` (no pickles), statistics in a ``.json`` beside it.
 """
 from __future__ import annotations
@@ -42,6 +44,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
+from bow.bagofwords.nearest import nearest
 from bow.config import ConfigError, choose, narrow, option
 from bow.io.stage import atomic_path, write_json
 
@@ -142,13 +145,12 @@ class Codebook:
             km.train(x)
             self.iterations_ += [dict(st, restart=r, iteration=i)
                                  for i, st in enumerate(km.iteration_stats)]
-            self.centroids_, self._index = np.ascontiguousarray(km.centroids, np.float32), None
+            self.centroids_ = np.ascontiguousarray(km.centroids, np.float32)
             ids, dist = self.assign(x, return_distances=True)
             restarts.append(float(dist.sum(dtype=np.float64)))
             if best is None or restarts[-1] < restarts[best[0]]:
                 best = (r, self.centroids_, ids)
         r, self.centroids_, ids = best
-        self._index = None
         self.objective_ = restarts[r]
         self.scale_ = self.objective_ / n
         sizes = np.bincount(ids, minlength=self.n_codes)
@@ -167,23 +169,18 @@ class Codebook:
         }
         return self
 
-    def _flat_index(self) -> faiss.Index:
-        if getattr(self, "_index", None) is None:
-            self._index = faiss.IndexFlatL2(self.centroids_.shape[1])
-            self._index.add(self.centroids_)
-        return self._index
-
     def nearest(self, codes, k: int = 1) -> tuple[np.ndarray, np.ndarray]:
         """(n, d) codes -> (n, k) int64 ids of the k nearest centroids, nearest first, and
-        their (n, k) float32 squared distances."""
+        their (n, k) float64 squared distances, exactly (bow.bagofwords.nearest)."""
         x = np.ascontiguousarray(np.asarray(codes, dtype=np.float32))
         if x.ndim != 2 or x.shape[1] != self.centroids_.shape[1]:
             raise CodebookError(f"expected (n, {self.centroids_.shape[1]}) codes, "
                                 f"got shape {x.shape}")
         if not 1 <= k <= self.n_codes:
             raise CodebookError(f"k = {k} nearest codes asked of a codebook of {self.n_codes}")
-        dist, ids = self._flat_index().search(x, k)
-        return ids.astype(np.int64), dist
+        if not np.isfinite(x).all():
+            raise CodebookError(f"{int((~np.isfinite(x)).sum())} non-finite values in the codes")
+        return nearest(x, self.centroids_, k)
 
     def assign(self, codes, return_distances: bool = False):
         """(n, d) codes -> (n,) int64 id of the nearest centroid (and squared distances)."""
@@ -233,5 +230,4 @@ class Codebook:
             except (OSError, ValueError, KeyError, TypeError) as e:
                 raise CodebookError(f"{side}: damaged codebook statistics ({e!r}); delete it "
                                     "to load the codebook without them") from e
-        cb._index = None
         return cb

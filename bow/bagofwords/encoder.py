@@ -32,7 +32,8 @@ import torch
 from bow.bagofwords.tokens import DIMS, FAMILIES, grid
 from bow.config import ConfigError, choose, narrow, option
 
-ENCODE_BATCH = 4096  # tokens per matmul at inference
+ENCODE_BATCH = 4096  # tokens per encode call (bow.bagofwords.model.family_codes)
+BLOCK_ROWS = 256     # rows of every encoder matmul (see TokenEncoder.encode)
 OPTIMIZERS = ("adam", "adamw", "sgd")
 TOKENS = ("raw", "shape")
 
@@ -178,33 +179,37 @@ class TokenEncoder:
         return self._fast
 
     @torch.inference_mode()
-    def encode(self, tokens: torch.Tensor, batch: int = ENCODE_BATCH) -> torch.Tensor:
+    def encode(self, tokens: torch.Tensor) -> torch.Tensor:
         """(n, dim) raw tokens -> (n, dim / F) float32 codes on ``device``.
 
-        ``batch`` tokens per matmul. On the CPU the hidden activations go to two buffers kept
-        per thread (``_workspace``) and the codes straight into the output: a fresh 32 MiB
-        activation per matmul costs page faults (measured ~8% of the encoding time; same
-        bytes out). On CUDA, bow.runtime.encoder_precision may run the layers in TF32/bf16.
+        Every matmul has exactly ``BLOCK_ROWS`` rows (the last block zero-padded): a BLAS
+        kernel's rounding can depend on a matrix's row count (measured: a thumbnail code moved
+        by 2e-6 between calls of 9 and 3 tokens), never, with the row count fixed, on a row's
+        position or neighbours (checked for every layer shape here with MKL: equal bits). So a
+        token's code is a function of the token alone: a batch equals its items one by one, and
+        a store does not depend on how its clips were batched or sharded. On the CPU the
+        activations go to two buffers kept per thread (``_workspace``; a fresh activation per
+        matmul cost page faults, ~8 % of the time). On CUDA, bow.runtime.encoder_precision may
+        run the layers in TF32/bf16.
         """
         layers = self.folded()
         tokens = torch.as_tensor(tokens)
-        out = torch.empty(tokens.shape[0], self.bottleneck, device=self.device)
-        reuse = out.device.type == "cpu"
-        for i in range(0, tokens.shape[0], batch):
-            h = tokens[i:i + batch].to(self.device, torch.float32)
+        n = tokens.shape[0]
+        out = torch.empty(n, self.bottleneck, device=self.device)
+        cpu = out.device.type == "cpu"
+        block = torch.zeros(BLOCK_ROWS, self.dim, device=self.device)
+        for i in range(0, n, BLOCK_ROWS):
+            m = min(BLOCK_ROWS, n - i)
+            block[:m] = tokens[i:i + m]
+            block[m:] = 0
+            h = block
             for j, (wt, b) in enumerate(layers):
                 last = j == len(layers) - 1
-                if not reuse:
-                    h = torch.addmm(b, h, wt)
-                    if last:
-                        out[i:i + batch] = h
-                    else:
-                        h = h.relu_()
-                    continue
-                dst = out[i:i + h.shape[0]] if last else _workspace(j, h.shape[0], wt.shape[1])
-                h = torch.addmm(b, h, wt, out=dst)
+                dst = _workspace(j, BLOCK_ROWS, wt.shape[1]) if cpu else None
+                h = torch.addmm(b, h, wt, out=dst) if cpu else torch.addmm(b, h, wt)
                 if not last:
                     h.relu_()
+            out[i:i + m] = h[:m]
         return out
 
     def reconstruct(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -203,9 +203,9 @@ class BagOfWords:
         """Read ``<family>.pt`` from the encoder folder, ``<family>.npz`` (and
         ``<family>.levels.json`` when the codebooks have level bins) from the other."""
         codebooks = Path(codebooks)
+        books = {f: Codebook.load(codebooks / f"{f}.npz") for f in FAMILIES}
         level_files = [codebooks / f"{f}.levels.json" for f in FAMILIES]
         levels = {f: LevelBins.load(p) for f, p in zip(FAMILIES, level_files)} \
             if all(p.is_file() for p in level_files) else None
         return cls({f: load_encoder(Path(encoders) / f"{f}.pt", device) for f in FAMILIES},
-                   {f: Codebook.load(codebooks / f"{f}.npz") for f in FAMILIES}, levels,
-                   assignment)
+                   books, levels, assignment)

@@ -25,7 +25,6 @@ from bow.bagofwords.bundle import Bundle, read
 from bow.bagofwords.embed import BagOfWordsEmbedder
 from bow.bagofwords.model import BagOfWords, normalise
 from bow.bagofwords.timestamps import PIECE_CHUNKS, TimestampEmbedder, timestamps_ms
-from bow.bagofwords.tokens import FAMILIES
 from bow.hear import check_audio
 
 
@@ -38,7 +37,7 @@ class BagOfWordsModel(nn.Module):
         super().__init__()
         self.bundle = bundle
         self.piece_chunks = piece_chunks
-        self.timestamp_embedding_size = len(FAMILIES) * bundle.n_codes
+        self.timestamp_embedding_size = bundle.width
         self.scene_embedding_size = self.timestamp_embedding_size
         self._bags: dict[str, BagOfWords] = {}
 

@@ -72,7 +72,10 @@ def test_folded_encode_equals_module_and_batches(esc10_logmel, device):
         ref = ae.encoder_((tokens.to(device) - ae.mean_) / ae.std_)
     fast = ae.encode(tokens)
     torch.testing.assert_close(fast, ref, rtol=1e-4, atol=1e-4)
-    torch.testing.assert_close(ae.encode(tokens, batch=7), fast, rtol=1e-5, atol=1e-5)
+    # a token's code does not depend on what it is encoded with (fixed-size matmuls)
+    one_by_one = torch.cat([ae.encode(tokens[i:i + 1]) for i in range(len(tokens))])
+    assert torch.equal(one_by_one, fast)
+    assert torch.equal(ae.encode(tokens.flip(0)).flip(0), fast)
 
 
 def test_random_control_is_the_training_initialisation(esc10_logmel):

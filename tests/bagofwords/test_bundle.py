@@ -47,7 +47,8 @@ def exported(esc10_small, tmp_path_factory):
     train_autoencoders.run(esc10_small, art, TRAIN, device="cpu", progress=False)
     fit_codebooks.run(esc10_small, art, CODES, device="cpu", progress=False)
     store = embed.run(esc10_small, art, EmbedConfig(), device="cpu", progress=False)
-    path = export_bundle.run(None, art, ExportBundleConfig(), device="cpu", progress=False)
+    path = export_bundle.run(None, art, ExportBundleConfig(normalise="none"), device="cpu",
+                             progress=False)
     return art, store, path
 
 
@@ -55,7 +56,8 @@ def exported(esc10_small, tmp_path_factory):
 def tiny(tmp_path_factory):
     """(path, bundle arrays) of an untrained bundle: 32 hidden units, D = 16."""
     path = tmp_path_factory.mktemp("tiny") / "tiny.npz"
-    random_bundle(str(path), hidden=32, n_codes=16)
+    random_bundle(str(path), hidden=32, n_codes=16, tokens="raw", assignment="hard",
+                  normalise="none")
     with np.load(path) as z:
         return path, {k: z[k] for k in z.files}
 
@@ -66,7 +68,7 @@ def test_exported_bundle_embeds_like_the_store(exported, esc10_small):
     assert path == art / "bundles" / "bow.npz"
     store = read_store(store_path)
     model = hear_bow.load_model(str(path))
-    assert model.scene_embedding_size == store.clips.shape[1] == 64
+    assert model.scene_embedding_size == store.clips.shape[1]
     dataset = load_dataset(esc10_small)
     assert list(store.fname) == [c.fname for c in dataset.clips]
     for i, clip in enumerate(dataset.clips):
@@ -81,6 +83,7 @@ def test_exported_bundle_embeds_like_the_store(exported, esc10_small):
     config = bundle.read_config(path)
     assert config["meta"]["upstream"] == store.attrs["upstream"]
     assert config["meta"]["fit_codebooks"]["n_codes"] == 16 and config["normalise"] == "none"
+    assert config["assignment"]["assignment"] == EmbedConfig().assignment
 
 
 @pytest.mark.slow
@@ -88,21 +91,25 @@ def test_bundle_holds_the_artifacts_and_reexport_is_skipped(exported):
     art, _, path = exported
     bag = BagOfWords.load(art / "autoencoders", art / "codebooks")
     loaded = bundle.read(path).bag()
+    assert loaded.assignment == bag.assignment and loaded.n_levels == bag.n_levels
     for f in FAMILIES:
-        for k, v in bag.encoders[f].encoder_.state_dict().items():
-            assert torch.equal(loaded.encoders[f].encoder_.state_dict()[k], v)
+        for (w, b), (lw, lb) in zip(bag.encoders[f].layers(), loaded.encoders[f].layers(),
+                                    strict=True):
+            assert torch.equal(lw, w) and torch.equal(lb, b)
         assert torch.equal(loaded.encoders[f].mean_, bag.encoders[f].mean_)
         assert torch.equal(loaded.encoders[f].std_, bag.encoders[f].std_)
         np.testing.assert_array_equal(loaded.codebooks[f].centroids_, bag.codebooks[f].centroids_)
+        if bag.levels:
+            np.testing.assert_array_equal(loaded.levels[f].edges_, bag.levels[f].edges_)
     before = path.stat().st_mtime_ns
-    export_bundle.run(None, art, ExportBundleConfig(), progress=False)
+    export_bundle.run(None, art, ExportBundleConfig(normalise="none"), progress=False)
     assert path.stat().st_mtime_ns == before
     old = bundle.bundle_fingerprint(path)
-    export_bundle.run(None, art, ExportBundleConfig(normalise="sqrt"), progress=False)
+    export_bundle.run(None, art, ExportBundleConfig(), progress=False)   # the default: sqrt
     assert bundle.bundle_fingerprint(path) != old and bundle.read(path).normalise == "sqrt"
     audio = torch.from_numpy(sine(440, 2.5))[None]
     sqrt = hear_bow.get_scene_embeddings(audio, hear_bow.load_model(str(path)))
-    export_bundle.run(None, art, ExportBundleConfig(), progress=False)
+    export_bundle.run(None, art, ExportBundleConfig(normalise="none"), progress=False)
     raw = hear_bow.get_scene_embeddings(audio, hear_bow.load_model(str(path)))
     np.testing.assert_array_equal(sqrt.numpy(), normalise(raw.numpy(), "sqrt"))
 
@@ -110,7 +117,7 @@ def test_bundle_holds_the_artifacts_and_reexport_is_skipped(exported):
 @pytest.mark.slow
 def test_command_line(exported, capsys, tmp_path):
     art, _, path = exported
-    export_bundle.main(["--artifacts", str(art)])
+    export_bundle.main(["--artifacts", str(art), "--normalise", "none"])
     out = capsys.readouterr().out
     assert "up to date" in out and "D = 16" in out and "hear-validator bow.hear.bow" in out
     with pytest.raises(InputError, match="run python -m pipelines.train_autoencoders"):
@@ -125,7 +132,7 @@ def test_round_trip_embeds_identically(tiny):
     b = bundle.read(path)
     bag = b.bag()
     assert b.n_codes == 16 and b.normalise == "none"
-    assert all(bag.encoders[f].decoder_ is None for f in FAMILIES)    # decoders are left out
+    assert all(not hasattr(bag.encoders[f], "decoder_") for f in FAMILIES)   # no decoders
     with torch.inference_mode():
         logmel = LogMel()(torch.from_numpy(np.stack([sine(300, 1.0), sine(3000, 1.0)])))
     again = bundle.read(path)
@@ -167,7 +174,7 @@ def _rewrite(path, arrays, change: dict):
     ({"thumbnail.centroids": np.zeros((8, 8), np.float32)}, r"thumbnail.centroids is float32 "
                                                            r"\(8, 8\), expected float32 \(16, 8\)"),
     ({"patch.mean": np.zeros(80, np.float64)}, "patch.mean is float64"),
-    ({"patch.encoder.0.bias": np.full(32, np.nan, np.float32)}, "non-finite"),
+    ({"patch.layer0.bias": np.full(32, np.nan, np.float32)}, "non-finite"),
     ({"band_envelope.std": np.zeros(800, np.float32)}, "non-positive"),
     ({"patch.std": np.array([{"a": 1}] * 80, dtype=object)}, "'patch.std' cannot be read"),
 ])
@@ -217,16 +224,42 @@ def test_help_lists_the_options(capsys):
         export_bundle.main(["--help"])
     assert exit_.value.code == 0
     out = capsys.readouterr().out
-    assert "--encoder" in out and "--normalise" in out and "(default: none)" in out
+    assert "--encoder" in out and "--normalise" in out and "(default: sqrt)" in out
 
 
 def test_wrong_parameter_types_and_missing_statistics(tiny, tmp_path):
-    autoencoders = json.loads(str(tiny[1]["config"]))["autoencoders"]
-    autoencoders["patch"]["dropout"] = "x"
-    path = _rewrite(tmp_path / "bad.npz", tiny[1], {"cfg_autoencoders": autoencoders})
-    with pytest.raises(bundle.BundleError, match="patch autoencoder parameter dropout = 'x'"):
+    encoders = json.loads(str(tiny[1]["config"]))["encoders"]
+    encoders["patch"]["dropout"] = "x"
+    path = _rewrite(tmp_path / "bad.npz", tiny[1], {"cfg_encoders": encoders})
+    with pytest.raises(bundle.BundleError, match="patch encoder parameter dropout = 'x'"):
         hear_bow.load_model(str(path))
     # the k-means statistics are informational: a bundle without them still embeds
     path = _rewrite(tmp_path / "nostats.npz", tiny[1], {"cfg_stats": None})
     audio = torch.zeros(1, 16_000)
     assert hear_bow.get_scene_embeddings(audio, hear_bow.load_model(str(path))).shape[0] == 1
+
+
+def test_version_1_bundles_still_read_and_embed_the_same(tiny, tmp_path):
+    """A bundle written before format version 2 (the autoencoder's layers under
+    ``f.encoder.{0,3,6}``, no tokens, levels or assignment in the config)."""
+    path, arrays = tiny
+    config = json.loads(str(arrays["config"]))
+    old = {"config": None}
+    for f in FAMILIES:
+        for i, name in enumerate(("0", "3", "6")):
+            for part in ("weight", "bias"):
+                old[f"{f}.encoder.{name}.{part}"] = arrays[f"{f}.layer{i}.{part}"]
+                old[f"{f}.layer{i}.{part}"] = None
+    v1 = {**{k: v for k, v in config.items() if k not in ("encoders", "level_bins",
+                                                           "assignment")},
+          "format_version": 1, "autoencoders": {
+              f: {k: v for k, v in p.items() if k not in ("kind", "tokens", "denoise")}
+              for f, p in config["encoders"].items()},
+          "codebooks": {f: {k: v for k, v in p.items() if k != "scale"}
+                        for f, p in config["codebooks"].items()}}
+    old["config"] = np.str_(json.dumps(v1))
+    legacy = _rewrite(tmp_path / "v1.npz", arrays, old)
+    with torch.inference_mode():
+        logmel = LogMel()(torch.from_numpy(np.stack([sine(300, 1.0), sine(3000, 1.0)])))
+    np.testing.assert_array_equal(bundle.read(legacy).bag().transform(logmel),
+                                  bundle.read(path).bag().transform(logmel))

@@ -1,7 +1,9 @@
-"""bow.bagofwords.codebook: FAISS k-means against brute force and scikit-learn, statistics, files,
-errors."""
+"""bow.bagofwords.codebook and .nearest: FAISS k-means against scikit-learn, exact assignment
+against brute force (K nearest, near ties, batches), statistics, files, errors."""
 import json
+from fractions import Fraction
 
+import faiss
 import numpy as np
 import pytest
 from sklearn.cluster import KMeans
@@ -24,17 +26,61 @@ def codes(esc10_dir):
     return family_codes(ae, logmel, "patch").numpy()          # (24000, 8)
 
 
-def test_assignments_equal_brute_force_nearest_centroid(codes):
+def test_assignments_equal_brute_force_nearest_centroids(codes):
     book = Codebook(CodebookConfig(n_codes=64, seed=1, nredo=1)).fit(codes)
     ids, dist = book.assign(codes, return_distances=True)
     d2 = ((codes[:, None, :].astype(np.float64) - book.centroids_[None]) ** 2).sum(-1)
-    brute = d2.argmin(1)
-    differ = ids != brute
-    # any disagreement must be a tie to float32 rounding, not a different answer
-    gap = d2[np.arange(len(codes)), ids] - d2[np.arange(len(codes)), brute]
-    assert np.all(gap[differ] <= 1e-5 * (1 + d2[np.arange(len(codes)), brute][differ]))
-    assert differ.mean() < 1e-3
-    np.testing.assert_allclose(dist, d2[np.arange(len(codes)), ids], rtol=1e-4, atol=1e-4)
+    np.testing.assert_array_equal(ids, d2.argmin(1))        # exact, not up to float32 ties
+    np.testing.assert_allclose(dist, d2[np.arange(len(codes)), ids], rtol=1e-12)
+    near, near_dist = book.nearest(codes[:3000], 5)           # the K nearest, nearest first
+    brute = np.argsort(d2[:3000], axis=1, kind="stable")[:, :5]
+    np.testing.assert_array_equal(near, brute)
+    assert (np.diff(near_dist, axis=1) >= 0).all() and (near[:, 0] == ids[:3000]).all()
+
+
+def near_ties(n: int = 20_000, d: int = 8, seed: int = 0):
+    """Codes far from the origin, almost equidistant from two centroids (and 14 far ones): the
+    gap (~1e-4) is below the float32 rounding of |x|^2 + |c|^2 - 2 x.c (~1e-3), above that of
+    sum (x - c)^2. -> (codes (n, d) float32, centroids (16, d) float32)."""
+    rng = np.random.default_rng(seed)
+    a, e = np.full(d, 40.0), np.zeros(d)
+    e[0] = 0.5
+    centroids = np.concatenate([[a + e, a - e], a + 5 * rng.standard_normal((14, d))])
+    t = 0.3 * rng.standard_normal((n, d))
+    t[:, 0] = rng.uniform(-2e-4, 2e-4, n)                  # the component that decides
+    return (a + t).astype(np.float32), centroids.astype(np.float32)
+
+
+def _exact_order(x, c):
+    """Brute force with rationals: ids by exact squared distance, then id."""
+    rows = [(sum((Fraction(float(a)) - Fraction(float(b))) ** 2 for a, b in zip(x, ck)), k)
+            for k, ck in enumerate(c)]
+    return [k for _, k in sorted(rows)]
+
+
+def test_assignment_is_a_function_of_each_code_alone():
+    """Issue 17: faiss's flat search gave near ties other ids with the number of codes per
+    call, its OpenMP threads and the CPU's SIMD level. Exact assignment depends on none."""
+    x, c = near_ties()
+    book = Codebook(CodebookConfig(n_codes=16))
+    book.centroids_ = c
+    whole, whole_dist = book.nearest(x, 3)
+    for i in range(0, len(x), 997):                         # exact, with rationals
+        assert list(whole[i]) == _exact_order(x[i], c)[:3]
+    before = faiss.omp_get_max_threads()
+    try:
+        for threads, step in ((1, 7), (2, 1999), (2, 20_000), (1, 16_001)):
+            faiss.omp_set_num_threads(threads)
+            parts = [book.nearest(x[i:i + step], 3) for i in range(0, len(x), step)]
+            np.testing.assert_array_equal(np.concatenate([p[0] for p in parts]), whole)
+            np.testing.assert_array_equal(np.concatenate([p[1] for p in parts]), whole_dist)
+    finally:
+        faiss.omp_set_num_threads(before)
+    c = c.copy()
+    c[5] = c[3]                                             # a duplicate: ties to the lower id
+    book.centroids_ = c
+    assert list(book.assign(c[[3, 5]])) == [3, 3]
+    assert list(book.nearest(c[[5]], 2)[0][0]) == [3, 5]
 
 
 @pytest.mark.slow

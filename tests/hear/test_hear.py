@@ -56,11 +56,16 @@ def run_validator(command: list[str], module: str, model: Path) -> str:
     return done.stdout
 
 
-@pytest.fixture(scope="module")
-def tiny_bundle(tmp_path_factory) -> Path:
-    """An untrained bag-of-words bundle: 32 hidden units, D = 16, fitted on seeded noise."""
-    path = tmp_path_factory.mktemp("bundle") / "tiny.npz"
-    random_bundle(str(path), hidden=32, n_codes=16)
+ARMS = {"paper": {"tokens": "raw", "assignment": "hard"},        # Verma's
+        "shape-soft": {"tokens": "shape", "assignment": "soft"}}   # level bins, 5 neighbours
+
+
+@pytest.fixture(scope="module", params=list(ARMS))
+def tiny_bundle(request, tmp_path_factory) -> Path:
+    """An untrained bag-of-words bundle: 32 hidden units, D = 16, fitted on seeded noise, raw
+    counts out (normalise none), of each arm."""
+    path = tmp_path_factory.mktemp("bundle") / f"{request.param}.npz"
+    random_bundle(str(path), hidden=32, n_codes=16, normalise="none", **ARMS[request.param])
     return path
 
 
@@ -89,8 +94,9 @@ def test_validator_passes_kwmlp(validator, kwmlp_dir):
 
 def test_validator_passes_bow(validator, tiny_bundle):
     out = run_validator(validator, "bow.hear.bow", tiny_bundle)
-    assert "Interval between timestamps is 50.0ms" in out
-    assert "timestamp_embedding_size: 64" in out and "scene_embedding_size: 64" in out
+    width = hear_bow.load_model(str(tiny_bundle)).scene_embedding_size
+    assert "Interval between timestamps is 50.0ms" in out and width in (64, 128)
+    assert f"timestamp_embedding_size: {width}" in out and f"scene_embedding_size: {width}" in out
 
 
 def test_stand_in_is_not_importable_as_a_package():
@@ -168,15 +174,18 @@ def test_kwmlp_long_clip_in_pieces_equals_one_piece(kwmlp_model, esc10_audio):
 
 # ------------------------------------------------------------------ bag of words
 def test_bow_attributes_and_shapes(bow_model):
+    width = 4 * (16 + bow_model.bundle.config["level_bins"])
     assert isinstance(bow_model, torch.nn.Module) and bow_model.sample_rate == 16000
-    assert bow_model.timestamp_embedding_size == bow_model.scene_embedding_size == 4 * 16
+    assert bow_model.timestamp_embedding_size == bow_model.scene_embedding_size == width
     audio = torch.from_numpy(np.stack([sine(440, 2.0), sine(880, 2.0)]))
     emb, ts = hear_bow.get_timestamp_embeddings(audio, bow_model)
-    assert emb.shape == (2, 41, 64) and emb.dtype == torch.float32
+    assert emb.shape == (2, 41, width) and emb.dtype == torch.float32
     assert ts.shape == (2, 41) and ts.dtype == torch.float32
     assert ts[0, 0] == 0 and ts[0, -1] == 2000 and (torch.diff(ts) == 50).all()
-    assert (emb.sum(-1) == 143).all()                 # every timestamp: one window's tokens
-    assert hear_bow.get_scene_embeddings(audio, bow_model).shape == (2, 64)
+    codes, levels = emb[..., :64].sum(-1), emb[..., 64:].sum(-1)
+    torch.testing.assert_close(codes, torch.full_like(codes, 143.0))   # one window's tokens
+    assert width == 64 or (levels == 143).all()
+    assert hear_bow.get_scene_embeddings(audio, bow_model).shape == (2, width)
 
 
 def test_bow_windows_equal_a_window_embedded_from_scratch(bow_model, esc10_audio):
@@ -190,7 +199,7 @@ def test_bow_windows_equal_a_window_embedded_from_scratch(bow_model, esc10_audio
     windows = torch.stack([flat[:, 5 * w:5 * w + 100] for w in range(n_windows(len(audio)))])
     slow = bag.transform(windows)
     fast = dict(TimestampEmbedder(bag).window_counts([audio]))[0]
-    assert fast.shape == slow.shape == (61, 64)
+    assert fast.shape == slow.shape == (61, bag.width)
     np.testing.assert_array_equal(fast, slow)
     np.testing.assert_array_equal(fast[::20], bag.transform(logmel))       # = chunk vectors
     emb, ts = hear_bow.get_timestamp_embeddings(torch.from_numpy(audio)[None], bow_model)

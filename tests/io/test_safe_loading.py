@@ -101,7 +101,7 @@ def test_autoencoder_files(autoencoder_file, tmp_path):
         with pytest.raises(ArtifactError, match=rf"{path.name}: (no such file|not a readable)"):
             load_encoder(path)
     marker = _malicious(tmp_path / "evil.pt", tmp_path)
-    with pytest.raises(ArtifactError, match="evil.pt: not a readable bow autoencoder"):
+    with pytest.raises(ArtifactError, match="evil.pt: not a readable bow encoder"):
         load_encoder(tmp_path / "evil.pt")
     assert not marker.exists()                             # the payload never ran
     blob = torch.load(autoencoder_file, weights_only=True)
@@ -110,7 +110,7 @@ def test_autoencoder_files(autoencoder_file, tmp_path):
     with pytest.raises(ArtifactError, match="mismatch.pt: damaged or mismatched"):
         load_encoder(tmp_path / "mismatch.pt")
     save_checkpoint(KWMLP(num_classes=3, depth=1), tmp_path / "kwmlp.pth")  # another family
-    with pytest.raises(ArtifactError, match="kwmlp.pth: not a bow autoencoder"):
+    with pytest.raises(ArtifactError, match="kwmlp.pth: not a bow encoder"):
         load_encoder(tmp_path / "kwmlp.pth")
 
 
