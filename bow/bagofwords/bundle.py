@@ -137,7 +137,7 @@ def _entry(path: Path, z, name: str) -> np.ndarray:
 def _upgrade(config: dict) -> dict:
     """A version 1 config in version 2 terms (raw tokens, hard assignment, autoencoders)."""
     config = dict(config)
-    config["encoders"] = {f: {"kind": "autoencoder", **p}
+    config["encoders"] = {f: {"kind": "autoencoder", "tokens": "raw", **p}
                           for f, p in (config.pop("autoencoders", None) or {}).items()}
     config.setdefault("level_bins", 0)
     config.setdefault("assignment", {"assignment": "hard"})

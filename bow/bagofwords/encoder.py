@@ -47,8 +47,9 @@ class AutoencoderConfig:
     of 100 steps, at most 6 (see pipelines/train_autoencoders.py for the budget measurement).
     PCA encoders use ``factor``, ``tokens``, ``max_val_tokens`` and ``seed`` only."""
     factor: int = option(10, "bottleneck = token size / factor (10 or 20)")
-    tokens: str = option("raw", "raw tokens (the paper), or shape: each token minus its own "
-                         "mean (its level goes to the level histograms)")
+    tokens: str = option("shape", "shape: each token minus its own mean, its level going to "
+                         "the level histograms (measured better, see README); or raw tokens "
+                         "(the paper's)")
     hidden: int = option(2048, "hidden layer width")
     dropout: float = option(0.5, "dropout after each hidden layer")
     denoise: float = option(0.0, "denoising: share of each training input's values set to the "

@@ -50,8 +50,9 @@ ENCODER_FILES = {cls.format: cls for cls in (Autoencoder, PCAEncoder)}
 @dataclass(frozen=True)
 class AssignmentConfig:
     """How tokens become counts (module docstring). Paper: hard."""
-    assignment: str = option("hard", "hard: each token counts for its nearest code (the "
-                             "paper's); soft: its weight is spread over its K nearest codes")
+    assignment: str = option("soft", "soft: each token's weight is spread over its K nearest "
+                             "codes (measured better, see README); hard: it counts for its "
+                             "nearest code (the paper's)")
     neighbours: int = option(5, "soft assignment: K nearest codes per token")
     weighting: str = option("softmax", "soft assignment weights: softmax of the squared "
                             "distances over the codebook's scale, or uniform")
