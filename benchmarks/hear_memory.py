@@ -71,7 +71,7 @@ def random_bundle(path: str, hidden: int, n_codes: int, seed: int = 0) -> None:
 def bow_gflop(config: dict, call: str) -> float:
     """GFLOP of the bag-of-words encoders per audio-second (2 per multiply-add): per 1 s chunk
     for the scene; per second of 50 ms windows (bow.bagofwords.embed) for timestamps."""
-    from bow.bagofwords.embed import COLUMNS_PER_WINDOW, WINDOWS_PER_CHUNK
+    from bow.bagofwords.timestamps import COLUMNS_PER_WINDOW, WINDOWS_PER_CHUNK
     from bow.bagofwords.tokens import COUNTS, DIMS, FAMILIES
     per_window = {  # each window adds one 10-frame column (12 patches, 1 spectral envelope)
         "patch": COUNTS["patch"] // COLUMNS_PER_WINDOW,

