@@ -14,6 +14,13 @@
 The bag-of-words model of the default encoder kind (bow.bagofwords.training.DEFAULT_ENCODER)
 has the plain names; the other kinds (``--encoder trained|random|pca``) add their kind as a
 suffix, so the model and its controls live side by side.
+
+The HEAR evaluation kit's folders are given with ``--out`` instead:
+
+    <task>/ (export_hear_task)              task_metadata.json, labelvocabulary.csv, <split>.json,
+                                            16000/<split>/*.wav, export.json, fingerprint.json
+    <out>/ (hear_eval)                      embeddings/<name>/<module>/<task>/ (the kit's),
+                                            logs/<name>.<task>.<runner>.log, scores.csv, scores.md
 """
 from __future__ import annotations
 
@@ -94,3 +101,31 @@ def sweep_plot(artifacts: Path, name: str) -> Path:
 def default_data(artifacts: Path) -> Path:
     """Where the built-in dataset is generated when no --data is given."""
     return Path(artifacts) / "data" / "default"
+
+
+# HEAR evaluation kit: folders given with --out, outside --artifacts
+def hear_task_summary(task: Path) -> Path:
+    """export_hear_task's summary in the task folder (source, counts, skipped clips)."""
+    return Path(task) / "export.json"
+
+
+def hear_task_started(task: Path) -> Path:
+    """The fingerprint of an export in progress (its audio files may be reused on resume)."""
+    return Path(task) / ".export-started.json"
+
+
+def hear_embeddings(out: Path, name: str | None = None) -> Path:
+    """hear_eval's embeddings of every model (``name``: of one model; the kit adds
+    ``<module>/<task>/`` below it)."""
+    root = Path(out) / "embeddings"
+    return root / name if name else root
+
+
+def hear_log(out: Path, name: str, task: str, runner: str) -> Path:
+    """The output of one kit runner (``embeddings`` or ``predictions``) for a model and task."""
+    return Path(out) / "logs" / f"{name}.{task}.{runner}.log"
+
+
+def hear_scores(out: Path) -> tuple[Path, Path]:
+    """hear_eval's tables of every model and task in ``out``: scores.csv and scores.md."""
+    return Path(out) / "scores.csv", Path(out) / "scores.md"

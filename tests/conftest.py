@@ -56,6 +56,25 @@ def kwmlp_dir() -> Path:
     return need_shared("kwmlp")
 
 
+@pytest.fixture(scope="session")
+def esc10_task(esc10_dir, tmp_path_factory):
+    """ESC-10 (400 clips, 5 folds) exported with the default rules."""
+    from pipelines import export_hear_task
+    out = tmp_path_factory.mktemp("tasks") / "esc10"
+    export_hear_task.run(esc10_dir, out, progress=False)
+    return out
+
+
+@pytest.fixture(scope="session")
+def fsdd_task(fsdd_dir, tmp_path_factory):
+    """FSDD (train/val/test), 60 clips of each split."""
+    from pipelines import export_hear_task
+    out = tmp_path_factory.mktemp("tasks") / "fsdd"
+    export_hear_task.run(fsdd_dir, out, export_hear_task.ExportHearTaskConfig(
+        clips_per_split=60), progress=False)
+    return out
+
+
 def linked_dataset(root: Path, clips, split_of=None, broken=None) -> Path:
     """A labels.csv-layout data set in ``root`` whose audio/ links to ``clips`` (no copies).
 

@@ -1,8 +1,9 @@
 """HEAR 2021 API modules: the official validator, golden outputs, batches, pieces, 20-minute clips.
 
 The validator (hearvalidator 2021.0.2, installed by the README's test command with --no-deps)
-runs in a subprocess with tests/hear/stub on its PYTHONPATH: a stand-in for the tensorflow it
-imports but, for torch models, does not use. Without the validator the tests skip locally and
+runs in a subprocess with bow's tensorflow stand-in (bow.hear.tfstub, the one pipelines.hear_eval
+gives the evaluation kit) on its PYTHONPATH: tensorflow is imported but, for torch models, not
+used. Without the validator the tests skip locally and
 fail under CI=true.
 """
 from __future__ import annotations
@@ -25,11 +26,12 @@ from bow.audio.load import chunk, read_audio
 from bow.bagofwords.timestamps import TimestampEmbedder, n_windows, timestamp_windows
 from bow.hear import bow as hear_bow
 from bow.hear import kwmlp as hear_kwmlp
+from bow.hear import tfstub
 from bow.kwmlp.model import KWMLP, save_checkpoint
 from tests.conftest import DEVICES, IN_CI, sine
 
 ROOT = Path(__file__).resolve().parents[2]
-STUB = Path(__file__).resolve().parent / "stub"
+STUB = tfstub.PATH
 VALIDATOR = "2021.0.2"
 
 
@@ -99,11 +101,20 @@ def test_validator_passes_bow(validator, tiny_bundle):
     assert f"timestamp_embedding_size: {width}" in out and f"scene_embedding_size: {width}" in out
 
 
-def test_stand_in_is_not_importable_as_a_package():
-    """The stand-in lives under tests/ only: bow never ships a module called tensorflow."""
-    assert not (ROOT / "bow" / "tensorflow").exists()
+def test_stand_in_is_importable_as_tensorflow_only_where_it_is_put():
+    """bow ships the stand-in inside bow/hear/tfstub/, never as a top-level tensorflow: only a
+    process given tfstub.PATH imports it as tensorflow, with the names the kit needs."""
+    assert not (ROOT / "bow" / "tensorflow").exists() and (STUB / "tensorflow").is_dir()
     spec = importlib.util.find_spec("tensorflow")
     assert spec is None or STUB not in Path(spec.origin).parents
+    code = ("import tensorflow as tf, torch; print(tf.__file__); "
+            "assert tf.test.is_gpu_available(cuda_only=False, min_cuda_compute_capability=None); "
+            "assert not isinstance(torch.nn.Linear(1, 1), tf.Module)\n"
+            "try:\n    tf.keras\nexcept AttributeError as e:\n    print(e)")
+    done = subprocess.run([sys.executable, "-c", code], env=dict(os.environ, PYTHONPATH=str(STUB)),
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert str(STUB) in done.stdout and "provides only" in done.stdout
 
 
 # ------------------------------------------------------------------ KW-MLP

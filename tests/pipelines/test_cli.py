@@ -96,7 +96,8 @@ def test_narrow_takes_the_estimator_part_of_a_stage_config():
 
 
 @pytest.mark.parametrize("stage", ["train_autoencoders", "fit_codebooks", "embed", "embed_kwmlp",
-                                   "pretrain_kwmlp", "evaluate", "train_heads", "export_bundle"])
+                                   "pretrain_kwmlp", "evaluate", "train_heads", "export_bundle",
+                                   "export_hear_task", "hear_eval"])
 def test_every_stage_takes_no_progress_and_exits_by_the_same_rules(stage, tmp_path, capsys):
     main = importlib.import_module(f"pipelines.{stage}").main
     with pytest.raises(SystemExit) as exit_:
@@ -104,6 +105,9 @@ def test_every_stage_takes_no_progress_and_exits_by_the_same_rules(stage, tmp_pa
     assert exit_.value.code == 0 and "--no-progress" in capsys.readouterr().out
     argv = ["--artifacts", str(tmp_path), "--data", str(tmp_path / "missing"), "--no-progress"]
     argv += ["--features", str(tmp_path / "no.h5")] if stage == "train_heads" else []
+    argv += ["--out", str(tmp_path / "out")] if stage.endswith("hear_task") else []
+    argv += ["--tasks", str(tmp_path / "no-task"), "--out", str(tmp_path / "o")] \
+        if stage == "hear_eval" else []
     with pytest.raises(SystemExit) as exit_:                # a user error: one line, status 1
         main(argv)
     err = capsys.readouterr().err
