@@ -13,12 +13,31 @@ store left by killed runs (of any configuration) are then deleted once the store
 Where shards run:
 * ``jobs=1``: in this process;
 * ``jobs=N``: N local worker processes (joblib's loky backend), each with ``threads`` torch
-  threads (2 processes of 1 thread beat 1 process of 2 threads for these small matmuls);
+  threads (2 processes of 1 thread beat 1 process of 2 threads for these small matmuls). If a
+  worker process dies (killed, out of memory), the shards not finished yet run once more in a
+  fresh pool; a second death ends the run with ``WorkerLostError``;
 * ``scheduler="tcp://host:8786"``: the workers of a Dask cluster (dask.distributed), which must
   see the same filesystem: each writes its shards beside the final store, and this process
-  merges them. ``scheduler="local:N"`` starts a LocalCluster of N single-thread workers.
+  merges them. ``scheduler="local:N"`` starts a LocalCluster of N single-thread workers. A
+  worker process that dies is restarted by its nanny and the scheduler runs its shards again;
+  a shard whose workers died more often than ``distributed.scheduler.allowed-failures`` ends
+  the run with ``WorkerLostError``.
+``WorkerLostError`` is a ``StoreError``: the command line shows it as one line saying how many
+shards finished; they are kept, so running the command again resumes from them.
 ``embed_shard`` must be picklable for the last two (e.g. an object holding file paths that loads
 its models on first use in each worker).
+
+What is guaranteed (issue 17; tests/system/test_faults.py, test_crash_safety.py, test_scale.py):
+a shard's file depends only on its clips, the models and the config, so the merged store has
+the same bytes however often a shard was started (a worker or the submitting process killed
+and the run started again, a shard computed twice by Dask) and wherever it ran, provided every
+process computes alike: the same library builds (torch, its BLAS, faiss, h5py's zlib) on the
+same kind of CPU. ``threads`` is set for torch and faiss in every shard, the serial path
+included, so all shards of a run also use the same thread counts. A token's code and code ids
+do not depend on the batch, the thread count or faiss's search path (bow.bagofwords.encoder,
+bow.bagofwords.nearest). Not covered: workers on another CPU kind or with other library builds
+(their encoders may round differently, and a token at a near tie between two codes could
+move), and GPU or reduced ``precision`` runs.
 """
 from __future__ import annotations
 
@@ -31,10 +50,21 @@ import torch
 from bow import __version__
 from bow.data.datasets import Clip
 from bow.io.stage import remove_temporaries
-from bow.io.store import ClipFeatures, merge, write_shard
+from bow.io.store import ClipFeatures, StoreError, merge, write_shard
 from bow.progress import progress as progress_bar
 
 EmbedShard = Callable[[list[Clip]], tuple[list[ClipFeatures], list[tuple[str, str]]]]
+
+
+class WorkerLostError(StoreError):
+    """Worker processes died while computing shards (killed, out of memory) more often than a
+    run retries; the finished shards are kept, so running the command again resumes."""
+
+
+def _lost(what: str, todo) -> WorkerLostError:
+    done = sum(path.exists() for _, path in todo)
+    return WorkerLostError(f"{what}; {done} of {len(todo)} shards finished and are kept: run "
+                           "the command again to resume")
 
 
 def shard_dir(out_path: Path, fingerprint: str) -> Path:
@@ -57,9 +87,15 @@ def split_shards(clips: list[Clip], shard_size: int) -> list[list[Clip]]:
 
 def run_shard(embed_shard: EmbedShard, clips: list[Clip], path: Path,
               threads: int | None = None) -> int:
-    """Compute one shard unless its file already exists; return its number of clips."""
+    """Compute one shard unless its file already exists; return its number of clips.
+
+    ``threads``: torch's and faiss's thread counts, set in the calling thread (faiss has its
+    own OpenMP runtime, whose thread count is per thread, and Dask and joblib run shards in
+    threads of their own), so every shard of a run computes alike."""
     if threads:
         torch.set_num_threads(threads)
+        import faiss
+        faiss.omp_set_num_threads(threads)
     if not path.exists():
         items, skipped = embed_shard(clips)
         write_shard(path, items, skipped)
@@ -69,29 +105,66 @@ def run_shard(embed_shard: EmbedShard, clips: list[Clip], path: Path,
 def _run_all(embed_shard, todo, jobs, threads, scheduler):
     """Yield the clip count of each shard in ``todo`` [(clips, path)] as it finishes."""
     if scheduler:
-        from dask.distributed import Client, LocalCluster, as_completed
-        if scheduler.startswith("local:"):
-            cluster = LocalCluster(n_workers=int(scheduler[6:]), threads_per_worker=1,
-                                   processes=True, dashboard_address=None)
-            client = Client(cluster)
-        else:
-            cluster, client = None, Client(scheduler)
-        try:
-            futures = [client.submit(run_shard, embed_shard, group, path, threads, pure=False)
-                       for group, path in todo]
-            for future in as_completed(futures):
-                yield future.result()
-        finally:
-            client.close()
-            if cluster is not None:
-                cluster.close()
+        yield from _run_dask(embed_shard, todo, threads, scheduler)
     elif jobs > 1:
-        from joblib import Parallel, delayed
-        yield from Parallel(n_jobs=jobs, return_as="generator_unordered")(
-            delayed(run_shard)(embed_shard, group, path, threads) for group, path in todo)
+        yield from _run_jobs(embed_shard, todo, jobs, threads)
     else:
         for group, path in todo:
-            yield run_shard(embed_shard, group, path)
+            yield run_shard(embed_shard, group, path, threads)
+
+
+def _run_dask(embed_shard, todo, threads, scheduler):
+    from dask.distributed import Client, KilledWorker, LocalCluster, as_completed
+    if scheduler.startswith("local:"):
+        cluster = LocalCluster(n_workers=int(scheduler[6:]), threads_per_worker=1,
+                               processes=True, dashboard_address=None)
+        client = Client(cluster)
+    else:
+        cluster, client = None, Client(scheduler)
+    try:
+        futures = {client.submit(run_shard, embed_shard, group, path, threads, pure=False): path
+                   for group, path in todo}
+        try:
+            for future in as_completed(futures):
+                yield future.result()
+        except KilledWorker as e:     # the scheduler reruns a dead worker's shards, up to a limit
+            name = {f.key: p.name for f, p in futures.items()}.get(e.task, "a shard")
+            worker = getattr(e.last_worker, "address", e.last_worker)
+            deaths = e.allowed_failures + 1
+            raise _lost(f"Dask workers computing {name} died {deaths} time"
+                        f"{'s' if deaths > 1 else ''} (more than "
+                        f"distributed.scheduler.allowed-failures = {e.allowed_failures}; the "
+                        f"last was {worker}: see its log)", todo) from None
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+
+def _run_jobs(embed_shard, todo, jobs, threads):
+    from joblib import Parallel, delayed
+    from joblib.externals.loky.process_executor import TerminatedWorkerError
+    counted = set()
+    for attempt in range(2):            # a worker died: the rest once more, in a fresh pool
+        left = [(group, path) for group, path in todo if not path.exists()]
+        try:
+            for n, path in Parallel(n_jobs=jobs, return_as="generator_unordered")(
+                    delayed(_counted)(embed_shard, group, path, threads) for group, path in left):
+                counted.add(path)
+                yield n
+            return
+        except TerminatedWorkerError:
+            for group, path in todo:    # finished in the dead pool, but not reported
+                if path.exists() and path not in counted:
+                    counted.add(path)
+                    yield len(group)
+            if attempt:
+                raise _lost("a worker process died twice (killed, or out of memory?)",
+                            todo) from None
+
+
+def _counted(embed_shard, clips, path, threads):
+    return run_shard(embed_shard, clips, path, threads), path
 
 
 def embed_to_store(clips: list[Clip], embed_shard: EmbedShard, out_path: str | Path, *,

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from bow.data.datasets import Clip
+from bow.io import store as store_module
 from bow.io.sharded import embed_to_store, shard_dir
 from bow.io.store import ClipFeatures, StoreError, merge, multi_hot, read, write_shard
 
@@ -45,8 +46,47 @@ def test_shards_merge_to_one_store(tmp_path, frames):
     assert store.attrs["config"] == {"x": 1} and store.attrs["kind"] == "bow"
     assert list(store.chunk_clip_index()) == [0, 0, 1, 2, 2, 2, 2, 2, 3, 3, 3, 4]
     with h5py.File(tmp_path / "store.h5") as f:       # plain h5py reads it
-        assert f["chunks/vectors"].compression == "lzf"
+        ds = f["chunks/vectors"]
+        assert (ds.compression, ds.compression_opts, ds.shuffle) == ("gzip", 1, True)
         assert f["clips/fname"][0].decode() == "clip0"
+
+
+def test_stores_written_with_lzf_still_read(tmp_path, monkeypatch):
+    """Stores written before issue 17 are lzf-compressed (bow.io.store.COMPRESSION)."""
+    items = [_clip(i, n) for i, n in enumerate([2, 1, 3])]
+    monkeypatch.setattr(store_module, "COMPRESSION", {"compression": "lzf"})
+    write_shard(tmp_path / "s0.h5", items)
+    merge([tmp_path / "s0.h5"], tmp_path / "old.h5", vocabulary=VOCAB, kind="bow", config={},
+          fingerprint="abc", upstream={}, code_version="0")
+    monkeypatch.undo()
+    with h5py.File(tmp_path / "old.h5") as f:
+        assert f["chunks/vectors"].compression == "lzf"
+    store = read(tmp_path / "old.h5")
+    for i, item in enumerate(items):
+        np.testing.assert_array_equal(store.chunk_vectors(i), item.chunks)
+    merge([tmp_path / "s0.h5"], tmp_path / "new.h5", vocabulary=VOCAB, kind="bow", config={},
+          fingerprint="abc", upstream={}, code_version="0")   # an lzf shard merges to deflate
+    with h5py.File(tmp_path / "new.h5") as f:
+        assert f["chunks/vectors"].compression == "gzip"
+    np.testing.assert_array_equal(read(tmp_path / "new.h5").chunks, store.chunks)
+
+
+def test_the_same_data_gives_the_same_bytes_whatever_was_written_before(tmp_path):
+    """Issue 17: h5py's lzf filter keeps stale hash-table entries from earlier compressions, so
+    with lzf a shard's bytes could depend on what the process wrote before (here in 1 or 2 of
+    these 20 cases). Shuffle + deflate do not depend on history."""
+    def shard(path, counts):
+        write_shard(path, [ClipFeatures("c", "train", np.zeros(3, np.uint8), counts,
+                                        np.zeros(4, np.float32))])
+    for seed in range(20):
+        rng = np.random.default_rng(seed)
+        counts = rng.integers(0, 27, (149, 64)).astype(np.uint16)
+        for name in ("x", "y"):
+            before = rng.integers(0, 27, (149, 64)).astype(np.uint16)
+            before[:74] = counts[:74]
+            shard(tmp_path / f"before-{name}.h5", before)
+            shard(tmp_path / f"{name}.h5", counts)
+        assert (tmp_path / "x.h5").read_bytes() == (tmp_path / "y.h5").read_bytes(), seed
 
 
 def test_embed_to_store_resumes_from_finished_shards(tmp_path):
