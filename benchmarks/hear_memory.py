@@ -88,9 +88,9 @@ def bow_gflop(config: dict, call: str) -> float:
         "band_envelope": COUNTS["band_envelope"], "thumbnail": COUNTS["thumbnail"]}
     total = 0.0
     for f in FAMILIES:
-        p = config["autoencoders"][f]
+        p = config["encoders"][f]
         d, h = DIMS[f], p["hidden"]
-        macs = d * h + h * h + h * d // p["factor"]
+        macs = d * d // p["factor"] if p["kind"] == "pca" else d * h + h * h + h * d // p["factor"]
         tokens = COUNTS[f] if call == "scene" else per_window[f] * WINDOWS_PER_CHUNK
         total += 2 * macs * tokens
     return total / 1e9

@@ -114,3 +114,21 @@ def counting(monkeypatch):
         return real(*args, **kwargs)
     monkeypatch.setattr(points, "run_protocol", run_protocol)
     return calls
+
+
+def check_counts(store) -> None:
+    """A bag-of-words store's chunk vectors: per family, D code counts summing to the family's
+    token count (weights with soft assignment), then (shape tokens) L level counts doing the
+    same."""
+    from bow.bagofwords.tokens import COUNTS, FAMILIES
+    config = store.attrs["config"]
+    d, levels = config["n_codes"], config.get("level_bins", 0)
+    chunks = np.asarray(store.chunks, np.float64)
+    assert chunks.shape[1] == len(FAMILIES) * (d + levels) and (chunks >= 0).all()
+    for f, family in enumerate(FAMILIES):
+        np.testing.assert_allclose(chunks[:, f * d:(f + 1) * d].sum(1), COUNTS[family],
+                                   rtol=1e-5)
+        if levels:
+            block = chunks[:, len(FAMILIES) * d + f * levels:len(FAMILIES) * d +
+                           (f + 1) * levels]
+            assert (block.sum(1) == COUNTS[family]).all()

@@ -19,7 +19,7 @@ from pipelines import embed, fit_codebooks, train_autoencoders
 from pipelines.embed import EmbedConfig
 from pipelines.fit_codebooks import FitCodebooksConfig
 from pipelines.train_autoencoders import TrainAutoencodersConfig
-from tests.conftest import linked_dataset
+from tests.conftest import check_counts, linked_dataset
 
 TRAIN = TrainAutoencodersConfig(hidden=32, batch_size=32, epochs=1, steps_per_epoch=3,
                                 max_val_tokens=500)
@@ -52,8 +52,8 @@ def test_end_to_end_on_fsd50k_layout(mini_run, fsd50k_mini_dir):
     assert s.vocabulary == dataset.vocabulary
     assert list(s.fname) == [c.fname for c in dataset.clips]
     assert sorted(set(s.split)) == ["eval", "train", "val"]
-    assert s.chunks.shape == (s.offsets[-1], 64) and s.chunks.dtype == np.uint16
-    assert (s.chunks.sum(1) == 143).all()
+    assert len(s.chunks) == s.offsets[-1] and s.chunks.dtype == np.float32   # soft assignment
+    check_counts(s)
     for i in (0, 17, 399):                                 # rows align with bow.audio.load.chunk
         clip = dataset.clips[i]
         assert len(s.chunk_vectors(i)) == len(chunk(read_audio(clip.path)))
@@ -108,25 +108,28 @@ def test_command_lines_with_random_encoders_on_labels_csv_layout(esc10_subset, t
     toml.write_text('hidden = 32\nsteps_per_epoch = 3\nbatch_size = 32\n'
                     'train_splits = ["1", "2", "3"]\n')
     common = ["--data", str(esc10_subset), "--artifacts", str(art), "--device", "cpu"]
-    train_autoencoders.main(common + ["--config", str(toml), "--encoder", "random"])
+    train_autoencoders.main(common + ["--config", str(toml), "--encoder", "random",
+                                      "--tokens", "raw"])
     assert (art / "autoencoders-random" / "patch.pt").is_file()
     assert not (art / "autoencoders").exists()
     cfg = json.loads((art / "autoencoders-random" / "config.json").read_text())
     assert cfg["hidden"] == 32 and cfg["train_splits"] == ["1", "2", "3"]
     fit_codebooks.main(common + ["--encoder", "random", "--n-codes", "16",
                                  "--train-splits", "1,2,3"])
-    embed.main(common + ["--encoder", "random"])
+    embed.main(common + ["--encoder", "random", "--assignment", "hard"])
     out = capsys.readouterr().out
     assert "1 unreadable" in out and "bow-random.h5: 25 clips" in out and "1 skipped" in out
     s = read(art / "stores" / "bow-random.h5")
     assert len(s) == 25 and s.skipped[0][0] == "broken.wav" and "broken.wav" in s.skipped[0][1]
+    assert s.chunks.dtype == np.uint16 and s.chunks.shape[1] == 64            # the paper's
     assert (s.chunks.sum(1) == 143).all() and s.vocabulary == sorted(set(s.vocabulary))
-    embed.main(common + ["--encoder", "random"])
+    embed.main(common + ["--encoder", "random", "--assignment", "hard"])
     assert "up to date" in capsys.readouterr().out
     # downstream stages say what is missing
     shutil.rmtree(art / "codebooks-random")
     with pytest.raises(InputError, match="run python -m pipelines.fit_codebooks"):
-        embed.run(esc10_subset, art, EmbedConfig(encoder="random"), progress=False)
+        embed.run(esc10_subset, art, EmbedConfig(encoder="random", assignment="hard"),
+                  progress=False)
 
 
 def test_no_training_clips_is_a_clear_error(esc10_subset, tmp_path):

@@ -51,8 +51,10 @@ def test_codebook_size_sweep_resumes_and_grows(tiny, tmp_path, counting):
     assert [(r["n_codes"], "error" in r) for r in rows] == [(16, False), (1024, True)]
     assert "1024 codes" in rows[1]["error"] and len(counting) == 1
     folder = layout.sweep(art, "codebook-size")
-    assert (folder / "D16" / "autoencoders").resolve() == (art / "autoencoders").resolve()
-    assert (folder / "D16" / "stores" / "bow.h5").is_file()
+    kind = config.encoder                                  # the run's main arm
+    assert layout.autoencoders(folder / "D16", kind).resolve() == \
+        layout.autoencoders(art, kind).resolve()
+    assert layout.bow_store(folder / "D16", kind).is_file()
     assert layout.sweep_plot(art, "codebook-size").read_bytes().startswith(PNG)
     before = _mtimes(folder)
     sweep.sweep("codebook-size", data, art, config, "cpu", False, lambda m: None,
@@ -75,7 +77,7 @@ def test_masking_and_kwmlp_sweeps(tiny, tmp_path, counting):
     assert [r["mask_p"] for r in rows] == [0.0, 0.5]
     assert [h.mask_p for h in counting] == [0.0, 0.5]
     assert all(h.width == 16 and h.max_epochs == 2 for h in counting)   # the run's heads
-    assert (art / "stores" / "bow.h5").is_file()          # the run's own store, shared
+    assert layout.bow_store(art, config.encoder).is_file()  # the run's own store, shared
     rows = sweep.sweep("kwmlp-depth", data, art, config, "cpu", False, lambda m: None,
                        depths=(1, 2, 3))
     assert [r["blocks"] for r in rows] == [1, 2, 3]

@@ -42,11 +42,11 @@ def test_a_second_run_on_the_same_folder_fails_fast(tmp_path):
     data = make_default_dataset(tmp_path / "data", n_dev=12, n_eval=2, max_seconds=1.5)
     art = tmp_path / "art"
     argv = [sys.executable, "-m", "pipelines.train_autoencoders", "--data", str(data),
-            "--artifacts", str(art), "--device", "cpu", "--hidden", "32", "--batch-size", "32",
-            "--epochs", "2", "--steps-per-epoch", "5"]
+            "--artifacts", str(art), "--device", "cpu", "--encoder", "trained", "--hidden", "32",
+            "--batch-size", "32", "--epochs", "2", "--steps-per-epoch", "5"]
     first = subprocess.Popen(argv, cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL)
-    out = art / "autoencoders"
+    out = art / "autoencoders-trained"
     try:
         _wait_for(lambda: any(out.glob(".checkpoints-*/patch.pt")), first)  # inside its lock
         first.send_signal(signal.SIGSTOP)        # paused, it keeps the lock: no timing race

@@ -38,8 +38,9 @@ ROOT = Path(__file__).resolve().parents[2]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
 TEMPORARY = re.compile(r"^\..+\.tmp-\d+$")
-TRAIN = ["--hidden", "64", "--batch-size", "64", "--epochs", "3", "--steps-per-epoch", "20",
-         "--patience", "9", "--max-val-tokens", "2000"]
+ARM = ["--encoder", "trained"]    # the kind with training checkpoints to kill between
+TRAIN = [*ARM, "--hidden", "64", "--batch-size", "64", "--epochs", "3", "--steps-per-epoch",
+         "20", "--patience", "9", "--max-val-tokens", "2000"]
 
 
 def sha(path: Path) -> str:
@@ -126,15 +127,15 @@ def reference(data, tmp_path_factory):
     art = tmp_path_factory.mktemp("reference")
     with one_thread():
         train_autoencoders.main(_args(data, art, *TRAIN))
-        fit_codebooks.main(_args(data, art, "--n-codes", "16", "--niter", "5"))
-        embed.main(_args(data, art, "--shard-size", "2"))
+        fit_codebooks.main(_args(data, art, *ARM, "--n-codes", "16", "--niter", "5"))
+        embed.main(_args(data, art, *ARM, "--shard-size", "2"))
     return art
 
 
 def test_train_autoencoders_resumes_to_the_same_models(data, reference, tmp_path):
     art = tmp_path / "art"
     stage = Stage("train_autoencoders", _args(data, art, *TRAIN), tmp_path / "log")
-    out = art / "autoencoders"
+    out = art / "autoencoders-trained"
     kill_points = [exists(out, ".checkpoints-*/patch.pt"),        # inside the first family
                    exists(out, "band_envelope.pt"),               # between families
                    exists(out, ".checkpoints-*/thumbnail.pt")]    # inside the last family
@@ -145,24 +146,24 @@ def test_train_autoencoders_resumes_to_the_same_models(data, reference, tmp_path
     stage.run()
     for name in [f"{f}.pt" for f in FAMILIES] + ["history.json", "config.json",
                                                  "fingerprint.json"]:
-        assert sha(out / name) == sha(reference / "autoencoders" / name), name
+        assert sha(out / name) == sha(reference / "autoencoders-trained" / name), name
     assert not list(out.glob(".checkpoints-*")) and not list(out.glob(".*.tmp-*"))
 
 
 def test_embed_resumes_to_the_same_store(data, reference, tmp_path):
     art = tmp_path / "art"
-    for folder in ("autoencoders", "codebooks"):
+    for folder in ("autoencoders-trained", "codebooks-trained"):
         shutil.copytree(reference / folder, art / folder, ignore=shutil.ignore_patterns(".lock"))
-    stage = Stage("embed", _args(data, art, "--shard-size", "2"), tmp_path / "log")
+    stage = Stage("embed", _args(data, art, *ARM, "--shard-size", "2"), tmp_path / "log")
     stores = art / "stores"
-    for ready in (exists(stores, ".bow.h5.shards-*/shard-00001.h5"),
-                  exists(stores, ".bow.h5.shards-*/shard-00006.h5")):
+    for ready in (exists(stores, ".bow-trained.h5.shards-*/shard-00001.h5"),
+                  exists(stores, ".bow-trained.h5.shards-*/shard-00006.h5")):
         stage.kill_when(ready)
         check_final_files(art)
-        assert not (stores / "bow.h5").exists()
+        assert not (stores / "bow-trained.h5").exists()
     stage.run()
-    assert sha(stores / "bow.h5") == sha(reference / "stores" / "bow.h5")
-    assert sorted(p.name for p in stores.iterdir()) == [".bow.h5.lock", "bow.h5"]
+    assert sha(stores / "bow-trained.h5") == sha(reference / "stores" / "bow-trained.h5")
+    assert sorted(p.name for p in stores.iterdir()) == [".bow-trained.h5.lock", "bow-trained.h5"]
 
 
 def test_embed_kwmlp_resumes_to_the_same_store(data, kwmlp_dir, tmp_path):
