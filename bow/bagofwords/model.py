@@ -15,8 +15,9 @@ between two codes no longer flips its whole count on a rounding error, and a chu
 gains the information of which codes are near. Weights w_k (k = 1..K, nearest first, squared
 distances d_k) by ``weighting``: ``softmax`` exp(-(d_k - d_1) / s) / Z, with s the codebook's
 mean squared distance of its training points to their centroid (so the weighting is
-scale-free: nothing to tune per dataset), ``uniform`` 1 / K. K = 1 is hard assignment, to the
-bit (tests).
+scale-free: nothing to tune per dataset), ``rank`` (1 / k) / Z, the harmonic weights of the
+nearest-first ranks (no distances at all: the nearest code keeps the most weight whatever the
+geometry), ``uniform`` 1 / K. K = 1 is hard assignment, to the bit (tests).
 
 Clip level: the clip vector is the MEAN of its chunk vectors (float32): it does not grow with
 the clip's length, so short and long clips are on one scale, and it is what the FINDINGS probe
@@ -43,7 +44,7 @@ from bow.io.stage import ArtifactError, load_torch
 
 NORMALISATIONS = ("none", "sqrt", "log1p")
 ASSIGNMENTS = ("hard", "soft")
-WEIGHTINGS = ("softmax", "uniform")
+WEIGHTINGS = ("softmax", "rank", "uniform")
 ENCODER_FILES = {cls.format: cls for cls in (Autoencoder, PCAEncoder)}
 
 
@@ -55,7 +56,7 @@ class AssignmentConfig:
                              "nearest code (the paper's)")
     neighbours: int = option(5, "soft assignment: K nearest codes per token")
     weighting: str = option("softmax", "soft assignment weights: softmax of the squared "
-                            "distances over the codebook's scale, or uniform")
+                            "distances over the codebook's scale, 1/rank, or uniform")
 
     def __post_init__(self):
         choose("assignment", self.assignment, ASSIGNMENTS)
@@ -90,6 +91,9 @@ def soft_weights(dist: np.ndarray, scale: float | None, weighting: str) -> np.nd
         return np.ones(dist.shape, np.float32)
     if weighting == "uniform":
         return np.full(dist.shape, 1.0 / dist.shape[1], np.float32)
+    if weighting == "rank":
+        w = 1.0 / np.arange(1, dist.shape[1] + 1)
+        return np.broadcast_to((w / w.sum()).astype(np.float32), dist.shape).copy()
     if not scale or not np.isfinite(scale):
         raise CodebookError("softmax weights need the codebook's distance scale (a codebook "
                             "written before soft assignment existed: fit it again)")
