@@ -15,6 +15,11 @@ MFCC (KW-MLP): (n, 16000) -> (n, 40, 98), configured like the authors' nnAudio f
   40 slaney-normalised slaney-scale mel bands, n_fft = window = 480 (periodic Hann), hop 160,
   no centring, power 2, dB with ref 1, amin 1e-10 and top_db 80 per chunk, DCT-II orthonormal.
 
+PowerMel (Audio-MLP): (n, 16000) -> (n, 40, 98) LINEAR power mel, as the authors' nnAudio front
+  end of their Audio-MLP package: the MFCC's mel stage (40 slaney-normalised slaney-scale bands
+  over 0-8 kHz, n_fft = window = 480, periodic Hann, hop 160, no centring, power 2) with no
+  logarithm and no per-chunk statistic, so chunks are independent.
+
 torchaudio's AmplitudeToDB takes the top_db maximum over everything but the last three
 dimensions, so a (n, mel, time) batch would share one maximum. Both modules therefore run on
 (n, 1, samples) so each chunk gets its own maximum, and a batch equals its items one by one.
@@ -65,3 +70,17 @@ class MFCC(nn.Module):
 
     def forward(self, chunks: torch.Tensor) -> torch.Tensor:
         return self.mfcc(chunks.unsqueeze(1))[:, 0]
+
+
+class PowerMel(nn.Module):
+    """(n, 16000) float waveform chunks -> (n, 40, 98) linear power mel (Audio-MLP)."""
+
+    def __init__(self, n_mels: int = 40, n_fft: int = 480, hop_length: int = HOP):
+        super().__init__()
+        self.mel = T.MelSpectrogram(
+            sample_rate=SAMPLE_RATE, n_fft=n_fft, win_length=n_fft, hop_length=hop_length,
+            f_min=0.0, f_max=SAMPLE_RATE / 2, n_mels=n_mels, center=False, power=2.0,
+            norm="slaney", mel_scale="slaney")
+
+    def forward(self, chunks: torch.Tensor) -> torch.Tensor:
+        return self.mel(chunks)

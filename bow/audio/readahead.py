@@ -98,3 +98,20 @@ def read_ahead(clips: Iterable, read: Callable[..., R], threads: int = 1,
             cond.notify_all()
         dispatcher.join()
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+def read_batches(clips: Iterable, read: Callable[..., R], size: int, threads: int,
+                 skipped: list) -> Iterator[list[tuple[object, R]]]:
+    """``read_ahead`` in lists of at most ``size`` (clip, audio), readable clips only; each
+    unreadable clip is appended to ``skipped`` as (clip.fname, reason)."""
+    batch = []
+    for clip, audio in read_ahead(clips, read, threads):
+        if isinstance(audio, AudioError):
+            skipped.append((clip.fname, str(audio)))
+            continue
+        batch.append((clip, audio))
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch

@@ -52,7 +52,7 @@ def load_model(model_file_path: str = "") -> KWMLPModel:
     return KWMLPModel(load_checkpoint(model_file_path))
 
 
-def _groups(n_samples: int, n: int, group_chunks: int) -> list[list[int]]:
+def clip_groups(n_samples: int, n: int, group_chunks: int) -> list[list[int]]:
     """Clip indices in groups of at most ``group_chunks`` padded chunks (one clip at least)."""
     per = max(1, -(-(n_samples + PAD_FRONT + PAD_END) // CHUNK_SAMPLES))  # as pad_and_chunk
     size = max(1, group_chunks // per)
@@ -65,7 +65,7 @@ def _embed(audio: torch.Tensor, model: KWMLPModel):
     clips = audio.detach().to("cpu", torch.float32).numpy()
     batch = {} if model.batch_chunks is None else {"batch_chunks": model.batch_chunks}
     embedder = KWMLPEmbedder(model.encoder, device=audio.device, **batch)
-    for group in _groups(clips.shape[1], clips.shape[0], model.group_chunks):
+    for group in clip_groups(clips.shape[1], clips.shape[0], model.group_chunks):
         yield from zip(group, embedder.embed([clips[i] for i in group]))
 
 

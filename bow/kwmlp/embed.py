@@ -49,12 +49,12 @@ import torch
 import torch.nn.functional as F
 
 from bow.audio.features import MFCC
-from bow.audio.load import CHUNK_SAMPLES, SAMPLE_RATE, AudioError, n_chunks, read_audio
-from bow.audio.readahead import default_threads, read_ahead
+from bow.audio.load import CHUNK_SAMPLES, SAMPLE_RATE, n_chunks, read_audio
+from bow.audio.readahead import default_threads, read_batches
 from bow.data.datasets import Clip
 from bow.io.store import ClipFeatures, multi_hot
 from bow.kwmlp.model import KWMLP, KWMLPEncoder, load_checkpoint
-from bow.kwmlp.scene import scene_embeddings
+from bow.kwmlp.scene import N_STEPS, scene_embeddings
 from bow.runtime import check_precision, encoder_precision
 
 PAD_FRONT = 80
@@ -150,11 +150,18 @@ class KWMLPEmbedder:
                       n_samples: int) -> np.ndarray:
         """(T, 64) frames of a clip -> (bow.audio.load.n_chunks(n_samples), 1024): see module
         doc."""
-        rows = []
-        for j in range(n_chunks(n_samples)):
-            sel = (timestamps >= 1000 * j) & (timestamps < 1000 * (j + 1))
-            rows.append(torch.from_numpy(frames[sel]))
-        return scene_embeddings(rows, self.scene_algorithm).numpy()
+        return chunk_vectors(frames, timestamps, n_samples, self.scene_algorithm)
+
+
+def chunk_vectors(frames: np.ndarray, timestamps: np.ndarray, n_samples: int,
+                  algorithm: str = "iterative", steps: int = N_STEPS) -> np.ndarray:
+    """(T, d) timestamp frames of a clip and their (T,) ms -> (n_chunks(n_samples), steps * d):
+    row j is the scene algorithm on the frames centred in second j (see the module doc)."""
+    rows = []
+    for j in range(n_chunks(n_samples)):
+        sel = (timestamps >= 1000 * j) & (timestamps < 1000 * (j + 1))
+        rows.append(torch.from_numpy(frames[sel]))
+    return scene_embeddings(rows, algorithm, steps).numpy()
 
 
 @dataclass
@@ -196,18 +203,10 @@ class ShardEmbedder:
                 for (clip, audio), emb in zip(batch, embedder.embed([a for _, a in batch]))]
 
     def __call__(self, clips: list[Clip]):
-        items, skipped, batch = [], [], []
+        items, skipped = [], []
         threads = self.decode_threads
         if threads is None:
             threads = default_threads(torch.device(self.device).type)
-        for clip, audio in read_ahead(clips, read_audio, threads):
-            if isinstance(audio, AudioError):
-                skipped.append((clip.fname, str(audio)))
-                continue
-            batch.append((clip, audio))
-            if len(batch) == self.batch_clips:
-                items += self._embed(batch)
-                batch = []
-        if batch:
+        for batch in read_batches(clips, read_audio, self.batch_clips, threads, skipped):
             items += self._embed(batch)
         return items, skipped

@@ -41,6 +41,19 @@ N_MFCC = 40
 MFCC_FRAMES = 98
 
 
+def surviving_blocks(depth: int, prob_survival: float,
+                     generator: torch.Generator | None = None) -> list[int]:
+    """Stochastic depth in training: the indices of the ``depth`` blocks kept in one forward
+    pass, each with probability ``prob_survival`` (u <= p for u uniform, one draw per block),
+    at least one (a random one when all were dropped). All of them when p >= 1."""
+    if prob_survival >= 1 or depth == 0:
+        return list(range(depth))
+    keep = torch.rand(depth, generator=generator) <= prob_survival
+    if not keep.any():  # keep at least one block
+        keep[int(torch.randint(depth, (1,), generator=generator))] = True
+    return [i for i in range(depth) if keep[i]]
+
+
 class SpatialGatingUnit(nn.Module):
     """(n, T, 2 d) -> (n, T, d): residual half times the time-mixed, normalised gate half."""
 
@@ -123,13 +136,9 @@ class KWMLP(nn.Module):
 
     def kept_blocks(self, generator: torch.Generator | None = None) -> list[int]:
         """Indices of the blocks run in this forward pass (all of them unless training)."""
-        if not self.training or self.prob_survival >= 1:
+        if not self.training:
             return list(range(self.depth))
-        u = torch.rand(self.depth, generator=generator)
-        keep = u <= self.prob_survival
-        if not keep.any():  # keep at least one block
-            keep[int(torch.randint(self.depth, (1,), generator=generator))] = True
-        return [i for i in range(self.depth) if keep[i]]
+        return surviving_blocks(self.depth, self.prob_survival, generator)
 
     def encode(self, mfcc: torch.Tensor, n_blocks: int | None = None,
                generator: torch.Generator | None = None) -> torch.Tensor:
@@ -199,6 +208,8 @@ _gelu_ = torch.ops.aten.gelu_  # exact (erf) GELU in place, as nn.GELU(): one al
 class KWMLPEncoder:
     """Inference-only ``KWMLP.encode`` in a time-major layout (see the module docstring):
     (n, 40, 98) MFCC -> (n, 98, 64) tokens after ``n_blocks`` blocks (eval mode, every block).
+    Reads only ``to_patch_embed[1]`` and ``layers``, so it also runs the trunk of other models
+    built from these blocks (bow.audiomlp.model.AudioMLPEncoder).
 
     Holds its own copies of the weights, rearranged (transposed, the first projection split in
     its residual and gate halves, the 1x1 convolution as a matrix): build it again after the
