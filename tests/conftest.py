@@ -57,6 +57,11 @@ def kwmlp_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
+def audiomlp_dir() -> Path:
+    return need_shared("audiomlp")
+
+
+@pytest.fixture(scope="session")
 def esc10_task(esc10_dir, tmp_path_factory):
     """ESC-10 (400 clips, 5 folds) exported with the default rules."""
     from pipelines import export_hear_task

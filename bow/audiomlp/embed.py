@@ -1,0 +1,175 @@
+"""Audio-MLP embeddings computed as the authors' HEAR-2021 package computes them.
+
+Per clip, (samples,) float32 at 16 kHz (steps 1, 2, 4, 5 are KW-MLP's: bow.kwmlp.embed):
+  1. zero-pad 80 samples in front and 240 at the end;
+  2. zero-pad to a whole number of seconds (at least one) and cut into 1 s chunks;
+  3. each chunk -> (40, 98) LINEAR power mel (bow.audio.features.PowerMel) -> the checkpoint's
+     input scaling (bow.audiomlp.scaling; "power", the identity, for the authors' file) ->
+     encoder -> (98, 8) frame embeddings (after the bottleneck's activation; no LayerNorm is
+     added, unlike KW-MLP);
+  4. each chunk's frames get one replicated frame on each side, the chunks are concatenated and
+     the first and last frame of the whole sequence dropped: (100 k - 2, 8);
+  5. timestamps 10, 20, ..., 10 n ms with n = samples // 160; the timestamp embeddings are the
+     first n frames: (n, 8);
+  6. scene embedding: the scene algorithm of bow.kwmlp.scene with 198 steps (KW-MLP's has 16) on
+     the WHOLE sequence of step 4, before the truncation of step 5: (1584,) feature-major. A
+     sequence of fewer than 198 frames (a clip shorter than ~1.2 s: 98 frames for one chunk) is
+     zero-padded to 198; a longer one is halved by linear interpolation floor(log2(T / 198))
+     times, then interpolated once to 198 unless T / 198 was a power of two.
+
+Batches hold clips of any lengths: the chunks of all clips go through the encoder together,
+``batch_chunks`` at a time, and are split back per clip; every step works chunk by chunk, so a
+batch gives what its clips give one by one (tests/audiomlp: bit for bit on CPU).
+
+Chunk vectors for the feature store: row j of a clip is the scene algorithm (198 steps) on the
+timestamp frames centred in second j, for j < bow.audio.load.n_chunks(len(audio)), as KW-MLP's
+(bow.kwmlp.embed.chunk_vectors): the same 1584-d shape and algorithm as the clip vector, the
+rows aligned with every other store's 1 s chunks. A second holds at most 100 frames, so a row
+is its frames, zero-padded to 198 steps per feature (the padded columns are constant; heads
+standardise only columns that vary).
+
+``ShardEmbedder`` is the unit of work of bow.io.sharded for the Audio-MLP store (as KW-MLP's).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from bow.audio.features import PowerMel
+from bow.audio.load import read_audio
+from bow.audio.readahead import default_threads, read_batches
+from bow.audiomlp.model import AudioMLPEncoder, FastEncoder, load_checkpoint
+from bow.audiomlp.scaling import InputScaling
+from bow.data.datasets import Clip
+from bow.io.store import ClipFeatures, multi_hot
+from bow.kwmlp.embed import (
+    ClipEmbedding,
+    chunk_vectors,
+    chunks_to_sequence,
+    n_timestamps,
+    pad_and_chunk,
+    timestamps_ms,
+)
+from bow.kwmlp.scene import scene_embeddings
+from bow.runtime import check_precision, encoder_precision
+
+SCENE_STEPS = 198
+CPU_BATCH_CHUNKS, GPU_BATCH_CHUNKS = 32, 512
+
+
+class AudioMLPEmbedder:
+    """Clips (any lengths, 16 kHz) -> timestamp and scene embeddings with an Audio-MLP encoder.
+
+    ``scaling``: the encoder's input scaling (None: "power", the authors' checkpoint).
+    ``fast``: bow.audiomlp.model.FastEncoder (default) or the module itself. ``batch_chunks``:
+    1 s chunks per encoder call. ``precision``: fp32, or tf32 / bf16 on CUDA (bow.runtime).
+    """
+
+    def __init__(self, encoder: AudioMLPEncoder, scaling: InputScaling | None = None,
+                 scene_algorithm: str = "iterative", batch_chunks: int = CPU_BATCH_CHUNKS,
+                 device: str | torch.device = "cpu", precision: str = "fp32",
+                 fast: bool = True):
+        self.device = torch.device(device)
+        check_precision(precision, self.device)
+        self.encoder = encoder.eval().to(self.device)
+        self.scaling = (scaling or InputScaling("power")).eval().to(self.device)
+        self.fast = FastEncoder(self.encoder) if fast else None
+        self.scene_algorithm, self.batch_chunks = scene_algorithm, batch_chunks
+        self.precision = precision
+        self.mel = PowerMel().to(self.device)
+
+    @property
+    def embed_dim(self) -> int:
+        return self.encoder.embed_dim
+
+    @torch.inference_mode()
+    def encode_chunks(self, chunks: torch.Tensor) -> torch.Tensor:
+        """(k, 16000) -> (k, 98, embed_dim) frame embeddings, on CPU."""
+        out = []
+        for i in range(0, chunks.shape[0], self.batch_chunks):
+            x = self.scaling(self.mel(chunks[i:i + self.batch_chunks].to(self.device)))
+            with encoder_precision(self.precision, self.device):
+                y = self.fast(x) if self.fast else self.encoder(x)
+            out.append(y.float().cpu())
+        return torch.cat(out)
+
+    def sequences(self, audios: list[np.ndarray]) -> list[torch.Tensor]:
+        """List of (samples_i,) -> list of whole (100 k_i - 2, embed_dim) sequences (steps
+        1-4)."""
+        chunked = [pad_and_chunk(torch.as_tensor(np.asarray(a, dtype=np.float32)))
+                   for a in audios]
+        frames = self.encode_chunks(torch.cat(chunked)).split([c.shape[0] for c in chunked])
+        return [chunks_to_sequence(f) for f in frames]
+
+    def embed(self, audios: list[np.ndarray]) -> list[ClipEmbedding]:
+        """List of (samples_i,) -> per clip: frames, timestamps and the scene embedding."""
+        seqs = self.sequences(audios)
+        scenes = scene_embeddings(seqs, self.scene_algorithm, SCENE_STEPS)
+        return [ClipEmbedding(seq[:n_timestamps(len(a))].numpy(), timestamps_ms(len(a)),
+                              s.numpy()) for seq, a, s in zip(seqs, audios, scenes)]
+
+    def scenes(self, audios: list[np.ndarray], batch_clips: int = 32) -> np.ndarray:
+        """List of clips -> (n, 198 embed_dim) scene embeddings, ``batch_clips`` at a time."""
+        out = []
+        for i in range(0, len(audios), batch_clips):
+            seqs = self.sequences(audios[i:i + batch_clips])
+            out.append(scene_embeddings(seqs, self.scene_algorithm, SCENE_STEPS).numpy())
+        return np.concatenate(out) if out else np.zeros((0, SCENE_STEPS * self.embed_dim),
+                                                        np.float32)
+
+    def chunk_vectors(self, frames: np.ndarray, timestamps: np.ndarray,
+                      n_samples: int) -> np.ndarray:
+        """(T, embed_dim) frames of a clip -> (n_chunks(n_samples), 198 embed_dim)."""
+        return chunk_vectors(frames, timestamps, n_samples, self.scene_algorithm, SCENE_STEPS)
+
+
+@dataclass
+class ShardEmbedder:
+    """list[Clip] -> ([ClipFeatures], [(fname, reason)]) for bow.io.sharded: clips decoded ahead
+    in threads (bow.audio.readahead), embedded ``batch_clips`` at a time; picklable (each
+    process loads the checkpoint on first use). ``batch_chunks`` None: 32 on the CPU, 512 on
+    CUDA."""
+    checkpoint: Path
+    vocabulary: list[str]
+    scene_algorithm: str = "iterative"
+    batch_clips: int = 32
+    batch_chunks: int | None = None
+    precision: str = "fp32"
+    device: str = "cpu"
+    decode_threads: int | None = None
+    _embedder: AudioMLPEmbedder | None = field(default=None, repr=False)
+
+    def __post_init__(self):
+        check_precision(self.precision, self.device)
+
+    def __getstate__(self):
+        return {**self.__dict__, "_embedder": None}
+
+    def embedder(self) -> AudioMLPEmbedder:
+        if self._embedder is None:
+            gpu = torch.device(self.device).type != "cpu"
+            batch = self.batch_chunks or (GPU_BATCH_CHUNKS if gpu else CPU_BATCH_CHUNKS)
+            encoder, scaling = load_checkpoint(self.checkpoint)
+            self._embedder = AudioMLPEmbedder(encoder, scaling, self.scene_algorithm, batch,
+                                              self.device, self.precision)
+        return self._embedder
+
+    def _embed(self, batch: list[tuple[Clip, np.ndarray]]) -> list[ClipFeatures]:
+        embedder = self.embedder()
+        return [ClipFeatures(fname=clip.fname, split=clip.split,
+                             labels=multi_hot(clip.labels, self.vocabulary),
+                             chunks=embedder.chunk_vectors(emb.frames, emb.timestamps, len(audio)),
+                             clip=emb.scene, frames=emb.frames, timestamps=emb.timestamps)
+                for (clip, audio), emb in zip(batch, embedder.embed([a for _, a in batch]))]
+
+    def __call__(self, clips: list[Clip]):
+        items, skipped = [], []
+        threads = self.decode_threads
+        if threads is None:
+            threads = default_threads(torch.device(self.device).type)
+        for batch in read_batches(clips, read_audio, self.batch_clips, threads, skipped):
+            items += self._embed(batch)
+        return items, skipped
