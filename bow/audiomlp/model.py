@@ -189,7 +189,10 @@ def load_checkpoint(path: str | Path, map_location="cpu"
         arch = ckpt.get("architecture", {})
         encoder = AudioMLPEncoder.from_state_dict(
             ckpt["model_state_dict"], bottleneck_act=arch.get("bottleneck_act", "gelu")).eval()
-    except (KeyError, RuntimeError, ValueError, TypeError, AttributeError, IndexError) as e:
+    except KeyError as e:
+        raise CheckpointError(f"{path}: state dict does not fit the Audio-MLP encoder (no "
+                              f"{e} tensor)") from e
+    except (RuntimeError, ValueError, TypeError, AttributeError, IndexError) as e:
         raise CheckpointError(f"{path}: state dict does not fit the Audio-MLP encoder "
                               f"({e})") from e
     try:
