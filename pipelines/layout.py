@@ -3,8 +3,11 @@
     <artifacts>/
       autoencoders[-<kind>]/{family}.pt ...   train_autoencoders (kind: the control, e.g. random)
       codebooks[-<kind>]/{family}.npz ...     fit_codebooks
-      stores/bow[-<kind>].h5, kwmlp.h5        embed, embed_kwmlp (+ .<name>.lock/ folders)
+      stores/bow[-<kind>].h5, kwmlp.h5,       embed, embed_kwmlp, embed_audiomlp
+        audiomlp.h5                           (+ .<name>.lock/ folders)
       kwmlp/best.pth, best.json, last.pt      pretrain_kwmlp; kwmlp/keywords/ its data view
+      audiomlp/best.pth, best.json, last.pt   pretrain_audiomlp; audiomlp/powermel-*.npy its
+                                              cache of the chunks' power mel
       heads/<name>/                           train_heads
       bundles/bow[-<kind>].npz                export_bundle
       reports/<run>/                          evaluate, run
@@ -69,6 +72,25 @@ def kwmlp(artifacts: Path) -> Path:
 
 def kwmlp_best(artifacts: Path) -> Path:
     return kwmlp(artifacts) / "best.pth"
+
+
+def audiomlp_store(artifacts: Path) -> Path:
+    return stores(artifacts) / "audiomlp.h5"
+
+
+def audiomlp(artifacts: Path) -> Path:
+    """The folder of our own Audio-MLP pretraining (best.pth, best.json, last.pt, curves.png,
+    the power-mel cache)."""
+    return Path(artifacts) / "audiomlp"
+
+
+def audiomlp_best(artifacts: Path) -> Path:
+    return audiomlp(artifacts) / "best.pth"
+
+
+def audiomlp_cache(artifacts: Path, clips_digest: str) -> Path:
+    """pretrain_audiomlp's power mel of the chunks of a clip list (its digest)."""
+    return audiomlp(artifacts) / f"powermel-{clips_digest[:16]}.npy"
 
 
 def keywords(artifacts: Path) -> Path:

@@ -5,7 +5,9 @@
 main encoder kind and the other kinds as controls); ``kwmlp_checkpoint`` gives the KW-MLP checkpoint
 of a run: the one given, else our own pretraining on the training clips with their first label each
 (keyword classification needs one: a labels.csv view of those clips, linking to the audio, is
-written to ``kwmlp/keywords/``); ``dataset_folder`` is ``--data`` or the built-in dataset.
+written to ``kwmlp/keywords/``); ``audiomlp_checkpoint`` likewise gives the Audio-MLP checkpoint:
+the one given, else our own pretraining on the run's training clips (no labels needed);
+``dataset_folder`` is ``--data`` or the built-in dataset.
 """
 from __future__ import annotations
 
@@ -18,7 +20,14 @@ from bow.data.datasets import Dataset
 from bow.data.synth import make_default_dataset
 from bow.io.stage import InputError, read_fingerprint
 from bow.io.store import store_fingerprint
-from pipelines import embed, fit_codebooks, layout, pretrain_kwmlp, train_autoencoders
+from pipelines import (
+    embed,
+    fit_codebooks,
+    layout,
+    pretrain_audiomlp,
+    pretrain_kwmlp,
+    train_autoencoders,
+)
 from pipelines.run_config import RunConfig
 
 
@@ -124,3 +133,19 @@ def kwmlp_checkpoint(stages: Stages, artifacts: Path, config: RunConfig, device:
     return stages("pretrain_kwmlp", "our own KW-MLP on the training clips' first labels",
                   lambda: pretrain_kwmlp.run(view, artifacts, cfg, device, progress),
                   lambda: read_fingerprint(layout.kwmlp(artifacts)))
+
+
+def audiomlp_checkpoint(stages: Stages, data: Path, artifacts: Path, config: RunConfig,
+                        device: str, progress: bool, log) -> Path:
+    """The Audio-MLP checkpoint: the one given, else our own pretraining on the run's training
+    clips (labels unused; done or skipped here)."""
+    if config.audiomlp_checkpoint is not None:
+        return Path(config.audiomlp_checkpoint)
+    cfg = config.stage("pretrain_audiomlp", train_splits=config.evaluate.train_splits)
+    r = cfg.resolved()
+    log(f"no --audiomlp-checkpoint: our own Audio-MLP, pretrained ({config.preset} preset: "
+        f"{r.epochs} epochs, recipe {r.recipe}: {r.input_scaling} input, {r.loss} loss) on the "
+        f"clips of the training split(s) {list(cfg.train_splits)}, labels unused")
+    return stages("pretrain_audiomlp", "our own Audio-MLP autoencoder on the training clips",
+                  lambda: pretrain_audiomlp.run(data, artifacts, cfg, device, progress),
+                  lambda: read_fingerprint(layout.audiomlp(artifacts)))

@@ -1,7 +1,8 @@
 """Every stage of both embeddings and their comparison, end to end from raw audio.
 
     python -m pipelines.run [--data DIR] [--artifacts artifacts] [--preset auto|quick|paper]
-                            [--kwmlp-checkpoint FILE] [--config run.toml] [--run NAME]
+                            [--kwmlp-checkpoint FILE] [--audiomlp-checkpoint FILE]
+                            [--config run.toml] [--run NAME]
 
 Without ``--data`` the built-in default dataset (``bow.data.synth.make_default_dataset``: 260
 synthetic clips, FSD50K layout, no download) is generated on first use into
@@ -17,7 +18,11 @@ second run is fast and a killed run resumes where it stopped):
                           needs one; a labels.csv view of those clips is written to
                           kwmlp/keywords/, with symbolic links to the audio) -> kwmlp/best.pth
   8. embed_kwmlp          -> stores/kwmlp.h5
-  9. evaluate             heads on bow, bow-random, kwmlp and bow+kwmlp -> reports/<run>/
+  9. pretrain_audiomlp    only without --audiomlp-checkpoint: our own Audio-MLP autoencoder,
+                          trained on the training clips (labels unused) -> audiomlp/best.pth
+  10. embed_audiomlp      -> stores/audiomlp.h5
+  11. evaluate            heads on every arm, kwmlp, audiomlp, bow+kwmlp and bow+audiomlp
+                          -> reports/<run>/
 then the run's own section is added to reports/<run>/report.md (pipelines.run_report: stage
 table, autoencoder and codebook figures, KW-MLP provenance, sweep plots or commands), and the
 results table and the report's path are printed.
@@ -38,8 +43,14 @@ from pathlib import Path
 from bow.data.datasets import load_dataset
 from bow.io.stage import ArtifactError, file_digest, read_fingerprint, read_json, write_json
 from bow.io.store import read_skipped, store_fingerprint
-from pipelines import cli, embed_kwmlp, evaluate, layout, run_report, sweep
-from pipelines.orchestrate import Stages, bow_stages, dataset_folder, kwmlp_checkpoint
+from pipelines import cli, embed_audiomlp, embed_kwmlp, evaluate, layout, run_report, sweep
+from pipelines.orchestrate import (
+    Stages,
+    audiomlp_checkpoint,
+    bow_stages,
+    dataset_folder,
+    kwmlp_checkpoint,
+)
 from pipelines.run_config import RunConfig, add_run_options, config_from_run_args
 
 
@@ -71,14 +82,20 @@ def run(data: Path | None, artifacts: Path, config: RunConfig = RunConfig(),
     log(f"data: {data} ({dataset.layout} layout, {len(dataset.clips)} clips {counts}, "
         f"{len(dataset.vocabulary)} labels); preset: {config.preset}")
     n_bow = 3 * len(config.encoders)                # train, fit codebooks, embed per arm
-    stages = Stages(n_bow + (3 if config.kwmlp_checkpoint is None else 2) + len(config.sweeps),
-                    log)
+    n_models = (3 if config.kwmlp_checkpoint is None else 2) + \
+        (2 if config.audiomlp_checkpoint is None else 1)
+    stages = Stages(n_bow + n_models + len(config.sweeps), log)
     bow_stages(stages, data, artifacts, config, device, progress)
     ckpt = kwmlp_checkpoint(stages, artifacts, config, device, progress, dataset, log)
     cfg = config.stage("embed_kwmlp", checkpoint=str(ckpt))
     stages("embed_kwmlp", f"KW-MLP embeddings from {ckpt}",
            lambda: embed_kwmlp.run(data, artifacts, cfg, device, progress),
            lambda: store_fingerprint(layout.kwmlp_store(artifacts)))
+    ckpt = audiomlp_checkpoint(stages, data, artifacts, config, device, progress, log)
+    cfg = config.stage("embed_audiomlp", checkpoint=str(ckpt))
+    stages("embed_audiomlp", f"Audio-MLP embeddings from {ckpt}",
+           lambda: embed_audiomlp.run(data, artifacts, cfg, device, progress),
+           lambda: store_fingerprint(layout.audiomlp_store(artifacts)))
     cfg = config.evaluate
     report = stages("evaluate", f"heads on {', '.join(cfg.feature_sets)}",
                     lambda: evaluate.run(data, artifacts, cfg, device, progress,

@@ -10,12 +10,15 @@ data (README, Results), main encoder ``DEFAULT_ENCODER``. ``paper`` is Verma's c
 trained autoencoders of raw tokens, hard assignment, the other settings the stages' defaults
 (the papers' values). ``quick`` is ``default`` with shrunk budgets (``PRESETS``): autoencoders
 with 512 hidden units trained 2 epochs of 100 steps, codebooks of D = 64 with 25 k-means
-iterations and one restart, KW-MLP pretraining of 30 epochs (batch 64, 3 warm-up epochs), heads
-at most 60 epochs; and it adds two small sweeps (``SWEEPS``). ``auto`` (the command line's
+iterations and one restart, KW-MLP pretraining of 30 epochs (batch 64, 3 warm-up epochs),
+Audio-MLP pretraining of 4 epochs (its recipe unchanged; 26 s of the built-in run), heads at most
+60 epochs; and it adds two small sweeps (``SWEEPS``). ``auto`` (the command line's
 default) is ``quick`` on the built-in dataset and ``default`` on data given with --data. Measured on
 the shared 2-core development machine (load average 4-7 from other work): the quick run of the
 built-in dataset took 2.0-3.7 minutes, the one of fsd50k_mini 4.3-4.7 minutes, a second run about 10
-s. Quick scores are a demonstration, not the papers' numbers: e.g. 200 autoencoder steps make codes
+s; with the Audio-MLP stages added, the built-in run took 4 min 46 s of wall time at load 4.5-5 but
+142 CPU-seconds (/usr/bin/time: 48 % of a core, the rest went to other work). Quick scores are
+a demonstration, not the papers' numbers: e.g. 200 autoencoder steps make codes
 that score below the random-encoder control (300 steps did not change that on the built-in data: bow
 mAP 0.578 against 0.561, random 0.628, for 1.5 times the training time).
 
@@ -23,8 +26,10 @@ A TOML file (``--config``): a top-level ``encoder`` sets the main arm; top-level
 ``train_splits`` / ``val_splits`` / ``eval_splits`` apply to every stage that has them (e.g.
 ``train_splits = ["1", "2", "3"]`` for fold-named data), and one table per stage
 (``[train_autoencoders]``, ``[fit_codebooks]``, ``[embed]``, ``[pretrain_kwmlp]``,
-``[embed_kwmlp]``, ``[evaluate]``) holds that stage's options, applied over the preset. The run sets
-each arm's encoder kind, the KW-MLP checkpoint and the keyword view's splits itself (``RUN_OWNED``).
+``[embed_kwmlp]``, ``[pretrain_audiomlp]``, ``[embed_audiomlp]``, ``[evaluate]``) holds that
+stage's options, applied over the preset. The run sets each arm's encoder kind, the KW-MLP and
+Audio-MLP checkpoints, the keyword view's splits and Audio-MLP's training splits (the heads'
+``train_splits``) itself (``RUN_OWNED``).
 
 Threads: the quick preset runs torch and faiss on one CPU thread unless --threads says
 otherwise: on the shared 2-core development machine one thread ran the whole quick run of the
@@ -46,20 +51,24 @@ from bow.bagofwords.training import DEFAULT_ENCODER, ENCODERS
 from bow.config import ConfigError, choose
 from pipelines.cli import read_toml, resolve
 from pipelines.embed import EmbedConfig
+from pipelines.embed_audiomlp import EmbedAudioMLPConfig
 from pipelines.embed_kwmlp import EmbedKWMLPConfig
 from pipelines.evaluate import EvaluateConfig
 from pipelines.fit_codebooks import FitCodebooksConfig
 from pipelines.layout import bow_name
+from pipelines.pretrain_audiomlp import PretrainAudioMLPConfig
 from pipelines.pretrain_kwmlp import PretrainKWMLPConfig
 from pipelines.train_autoencoders import TrainAutoencodersConfig
 
 STAGES = {"train_autoencoders": TrainAutoencodersConfig, "fit_codebooks": FitCodebooksConfig,
           "embed": EmbedConfig, "pretrain_kwmlp": PretrainKWMLPConfig,
-          "embed_kwmlp": EmbedKWMLPConfig, "evaluate": EvaluateConfig}
+          "embed_kwmlp": EmbedKWMLPConfig, "pretrain_audiomlp": PretrainAudioMLPConfig,
+          "embed_audiomlp": EmbedAudioMLPConfig, "evaluate": EvaluateConfig}
 SPLIT_KEYS = ("train_splits", "val_splits", "eval_splits")
 RUN_OWNED = {"train_autoencoders": {"encoder"}, "fit_codebooks": {"encoder"},
              "embed": {"encoder"}, "embed_kwmlp": {"checkpoint"},
-             "pretrain_kwmlp": {"train_splits", "val_splits", "test_splits"}}
+             "pretrain_kwmlp": {"train_splits", "val_splits", "test_splits"},
+             "embed_audiomlp": {"checkpoint"}, "pretrain_audiomlp": {"train_splits"}}
 PRESETS = {
     "default": {},
     "paper": {"train_autoencoders": {"tokens": "raw"}, "embed": {"assignment": "hard"}},
@@ -67,6 +76,7 @@ PRESETS = {
                                      "patience": 2},
               "fit_codebooks": {"n_codes": 64, "niter": 25, "nredo": 1},
               "pretrain_kwmlp": {"epochs": 30, "warmup_epochs": 3, "batch_size": 64},
+              "pretrain_audiomlp": {"epochs": 4},
               "evaluate": {"max_epochs": 60}},
 }
 # Small sweeps the run includes (pipelines.sweep; the head width and dropout are the run's):
@@ -76,9 +86,10 @@ MAIN_ENCODER = {"paper": "trained"}   # the presets' main arm; DEFAULT_ENCODER o
 
 
 def feature_sets(encoder: str) -> tuple[str, ...]:
-    """The feature sets a run compares: its main arm, the controls, KW-MLP, main + KW-MLP."""
+    """The feature sets a run compares: its main arm, the controls, KW-MLP, Audio-MLP, and the
+    main arm joined with each of the two."""
     arms = [bow_name(encoder)] + [bow_name(k) for k in ENCODERS if k != encoder]
-    return (*arms, "kwmlp", f"{arms[0]}+kwmlp")
+    return (*arms, "kwmlp", "audiomlp", f"{arms[0]}+kwmlp", f"{arms[0]}+audiomlp")
 
 
 @dataclass(frozen=True)
@@ -91,8 +102,11 @@ class RunConfig:
     embed: EmbedConfig = EmbedConfig()
     pretrain_kwmlp: PretrainKWMLPConfig = PretrainKWMLPConfig()
     embed_kwmlp: EmbedKWMLPConfig = EmbedKWMLPConfig()
+    pretrain_audiomlp: PretrainAudioMLPConfig = PretrainAudioMLPConfig()
+    embed_audiomlp: EmbedAudioMLPConfig = EmbedAudioMLPConfig()
     evaluate: EvaluateConfig = EvaluateConfig(feature_sets=feature_sets(DEFAULT_ENCODER))
     kwmlp_checkpoint: str | None = None   # authors'-format checkpoint; None: pretrain our own
+    audiomlp_checkpoint: str | None = None   # the authors' audiomae.pth or ours; None: pretrain
     run_name: str = "default"
     config_file: str | None = None        # the TOML it was resolved from, for the report
     sweeps: tuple = ()                    # ((sweep name, grid), ...) run after evaluate
@@ -109,7 +123,8 @@ class RunConfig:
 
 def resolve_config(preset: str = "default", toml: dict | None = None,
                    kwmlp_checkpoint: str | None = None, run_name: str = "default",
-                   config_file: str | None = None, sweeps: bool = True) -> RunConfig:
+                   config_file: str | None = None, sweeps: bool = True,
+                   audiomlp_checkpoint: str | None = None) -> RunConfig:
     """Preset values, then the TOML's top-level split keys and per-stage tables (see the module
     docstring); ConfigError naming the key on an unknown or invalid option."""
     if preset not in PRESETS:
@@ -143,7 +158,8 @@ def resolve_config(preset: str = "default", toml: dict | None = None,
                                      if name == "codebook-size" else {})})
                   for name, grid in SWEEPS[preset]) if sweeps else ()
     return RunConfig(preset=preset, encoder=encoder, kwmlp_checkpoint=kwmlp_checkpoint,
-                     run_name=run_name, config_file=config_file, sweeps=small, **configs)
+                     audiomlp_checkpoint=audiomlp_checkpoint, run_name=run_name,
+                     config_file=config_file, sweeps=small, **configs)
 
 
 def add_run_options(parser: argparse.ArgumentParser, run_only: bool = True) -> None:
@@ -162,6 +178,9 @@ def add_run_options(parser: argparse.ArgumentParser, run_only: bool = True) -> N
     parser.add_argument("--kwmlp-checkpoint", type=Path, default=None,
                         help="authors'-format KW-MLP checkpoint (e.g. the authors' kwmlp.pth); "
                              "default: pretrain our own on the data's training clips")
+    parser.add_argument("--audiomlp-checkpoint", type=Path, default=None,
+                        help="Audio-MLP checkpoint (e.g. the authors' audiomae.pth); default: "
+                             "pretrain our own on the data's training clips (labels unused)")
     parser.add_argument("--config", type=Path, default=None,
                         help="TOML: top-level train/val/eval_splits and one table per stage")
     parser.add_argument("--threads", type=int, default=None,
@@ -186,6 +205,8 @@ def config_from_run_args(args: argparse.Namespace) -> RunConfig:
         faiss.omp_set_num_threads(threads)
     toml = read_toml(args.config) if args.config else {}
     checkpoint = str(args.kwmlp_checkpoint) if args.kwmlp_checkpoint else None
+    audiomlp = str(args.audiomlp_checkpoint) if args.audiomlp_checkpoint else None
     return resolve_config(preset, toml, checkpoint, getattr(args, "run", "default"),
                           str(args.config) if args.config else None,
-                          sweeps=not getattr(args, "no_sweeps", False))
+                          sweeps=not getattr(args, "no_sweeps", False),
+                          audiomlp_checkpoint=audiomlp)

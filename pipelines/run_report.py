@@ -13,6 +13,7 @@ section of an earlier run, from the ``MARKER`` line on, so reruns do not stack c
 * codebooks: usage per family in the embedded stores and ``codebook_usage.png``
   (bow.report.figures.codebook_usage_plot, trained vs random encoders);
 * KW-MLP: the checkpoint given, or our own pretraining's accuracy and budget;
+* Audio-MLP: the checkpoint given, or our own pretraining's held-out loss, budget and curves;
 * sweeps (pipelines.sweep): their plots when they have been run, else the commands.
 """
 from __future__ import annotations
@@ -67,6 +68,23 @@ def _kwmlp_text(artifacts: Path, config) -> str:
             "![KW-MLP pretraining curves](../../kwmlp/curves.png)")
 
 
+def _audiomlp_text(artifacts: Path, config) -> str:
+    if config.audiomlp_checkpoint:
+        return f"Checkpoint given: `{config.audiomlp_checkpoint}` (no pretraining of our own)."
+    info = json.loads((layout.audiomlp(artifacts) / "best.json").read_text())
+    cfg = info["config"]
+    return (f"No checkpoint was given, so this run pretrained **its own Audio-MLP "
+            f"autoencoder** ({config.preset} preset: {cfg['epochs']} epochs, recipe "
+            f"{cfg['recipe']}: {cfg['input_scaling']} input, "
+            f"{'linear' if cfg['bottleneck_act'] == 'none' else cfg['bottleneck_act']} "
+            f"bottleneck, {cfg['loss']} loss) on {info['n_chunks']['train']} chunks of "
+            f"{info['n_clips']['train']} training clips, labels unused: held-out "
+            f"{cfg['loss']} {info['val_loss']:.4g} at epoch {info['best_epoch']}, against "
+            f"{info['val_mean']:.4g} for predicting the per-band mean. For the authors' "
+            "checkpoint give `--audiomlp-checkpoint audiomae.pth`.\n\n"
+            "![Audio-MLP pretraining curves](../../audiomlp/curves.png)")
+
+
 def sweep_options(data: Path, artifacts: Path, config) -> str:
     """The pipelines.sweep options that reuse this run's stages (same data, preset, config)."""
     builtin = Path(data).resolve() == layout.default_data(artifacts).resolve()
@@ -75,6 +93,8 @@ def sweep_options(data: Path, artifacts: Path, config) -> str:
     options += [f"--config {config.config_file}"] if config.config_file else []
     options += [f"--kwmlp-checkpoint {config.kwmlp_checkpoint}"] if config.kwmlp_checkpoint \
         else []
+    options += [f"--audiomlp-checkpoint {config.audiomlp_checkpoint}"] \
+        if config.audiomlp_checkpoint else []
     return " ".join(options)
 
 
@@ -137,6 +157,7 @@ def add_section(report: Path, data: Path, dataset, artifacts: Path, config,
         markdown_table(usage_rows, [("family", "family")] + [(m, m) for m in usages]), "",
         "![Codebook usage per family](codebook_usage.png)", "",
         "### KW-MLP", "", _kwmlp_text(artifacts, config), "",
+        "### Audio-MLP", "", _audiomlp_text(artifacts, config), "",
         "### Sweeps", "", *_sweeps_text(artifacts, data, config)]
     text = report.read_text()
     text = text.split(MARKER)[0].rstrip("\n") + "\n\n" + "\n".join(section)

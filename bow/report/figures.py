@@ -193,3 +193,26 @@ def training_curves_plot(history: list[dict], path) -> Path:
         ax.grid(alpha=0.3)
     fig.tight_layout()
     return save_figure(fig, path)
+
+
+def reconstruction_curves_plot(history: list[dict], path, loss: str = "mse",
+                               masked: bool = True) -> Path:
+    """Autoencoder losses per epoch ({epoch, train_loss, val_loss, val_clean, val_mean} rows):
+    training (running mean over the epoch, in training mode), held-out reconstruction of clean
+    and (``masked``: SpecAugment on) masked inputs, and the held-out loss of predicting the
+    per-band mean, on a log scale."""
+    epochs = [h["epoch"] for h in history]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(epochs, [h["train_loss"] for h in history],
+            label="train" + (" (masked input)" if masked else ""))
+    if masked:
+        ax.plot(epochs, [h["val_loss"] for h in history], label="held out, masked input")
+    ax.plot(epochs, [h["val_clean"] for h in history], "--",
+            label="held out, clean input" if masked else "held out")
+    ax.plot(epochs, [h["val_mean"] for h in history], ":", color="gray",
+            label="held out, predicting the mean")
+    ax.set(xlabel="epoch", ylabel=loss, yscale="log", title="reconstruction loss")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return save_figure(fig, path)

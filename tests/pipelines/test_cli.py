@@ -96,7 +96,8 @@ def test_narrow_takes_the_estimator_part_of_a_stage_config():
 
 
 @pytest.mark.parametrize("stage", ["train_autoencoders", "fit_codebooks", "embed", "embed_kwmlp",
-                                   "pretrain_kwmlp", "evaluate", "train_heads", "export_bundle",
+                                   "pretrain_kwmlp", "pretrain_audiomlp", "embed_audiomlp",
+                                   "evaluate", "train_heads", "export_bundle",
                                    "export_hear_task", "hear_eval"])
 def test_every_stage_takes_no_progress_and_exits_by_the_same_rules(stage, tmp_path, capsys):
     main = importlib.import_module(f"pipelines.{stage}").main

@@ -35,7 +35,7 @@ def test_default_preset_is_every_stages_defaults():
     assert config.encoder == DEFAULT_ENCODER and config.sweeps == ()
     assert config.evaluate.feature_sets == ("bow", *(f"bow-{k}" for k in ENCODERS
                                                      if k != DEFAULT_ENCODER),
-                                            "kwmlp", "bow+kwmlp")
+                                            "kwmlp", "audiomlp", "bow+kwmlp", "bow+audiomlp")
 
 
 def test_paper_preset_is_vermas_configuration():
@@ -44,8 +44,9 @@ def test_paper_preset_is_vermas_configuration():
     assert config.train_autoencoders.tokens == "raw" and config.embed.assignment == "hard"
     assert config.fit_codebooks.n_codes == 256 and config.train_autoencoders.hidden == 2048
     assert config.evaluate.feature_sets[0] == "bow-trained"
-    assert config.evaluate.feature_sets[-1] == "bow-trained+kwmlp"
-    for name in ("pretrain_kwmlp", "embed_kwmlp", "evaluate"):     # the rest: the defaults
+    assert config.evaluate.feature_sets[-2:] == ("bow-trained+kwmlp", "bow-trained+audiomlp")
+    for name in ("pretrain_kwmlp", "embed_kwmlp", "pretrain_audiomlp", "embed_audiomlp",
+                 "evaluate"):                                      # the rest: the defaults
         assert _changed(getattr(config, name), run_config.STAGES[name]()) <= {"feature_sets"}
 
 
@@ -56,6 +57,9 @@ def test_quick_preset_only_shrinks_budgets():
     assert config.fit_codebooks.n_codes < run_config.FitCodebooksConfig().n_codes
     assert config.pretrain_kwmlp.epochs < run_config.PretrainKWMLPConfig().epochs
     assert config.pretrain_kwmlp.depth == 12     # the architecture is the paper's
+    assert config.pretrain_audiomlp.epochs < run_config.PretrainAudioMLPConfig().epochs
+    assert config.pretrain_audiomlp.resolved() == dataclasses.replace(
+        run_config.PretrainAudioMLPConfig(), epochs=config.pretrain_audiomlp.epochs).resolved()
     sweeps = dict(config.sweeps)
     assert sweeps["codebook-size"]["widths"] == (config.evaluate.width,)
     assert run_config.resolve_config("quick", sweeps=False).sweeps == ()
@@ -193,32 +197,37 @@ def test_the_readme_main_command_on_the_built_in_dataset(tmp_path):
     report = art / "reports" / "default" / "report.md"
     assert out.rstrip().endswith(f"report: {report}")
     assert "preset: quick" in out and "no --kwmlp-checkpoint: our own KW-MLP" in out
-    assert "| default | bow+kwmlp |" in out and "chance mAP on eval" in out
+    assert "no --audiomlp-checkpoint: our own Audio-MLP" in out
+    assert "| default | bow+audiomlp |" in out and "chance mAP on eval" in out
     _check_report(report, art / "data" / "default")
     text = report.read_text()
     for name in ("codebook-size", "masking"):          # the quick run's small sweeps, linked
         assert f"../../sweeps/{name}/{name}.png" in text
     assert "python -m pipelines.sweep kwmlp-scene --artifacts" in text
-    assert (art / "kwmlp" / "best.pth").is_file()
+    assert (art / "kwmlp" / "best.pth").is_file() and (art / "audiomlp" / "best.pth").is_file()
+    assert "../../audiomlp/curves.png" in text
     # a second run redoes nothing
     again = _command(["--artifacts", str(art)])
-    redone = re.findall(r"\n(\[\d+/14\] [^\n]*)\n +done", again)
-    assert again.count("up to date, skipped") == 14 + 3, redone  # + masking's upstream
+    redone = re.findall(r"\n(\[\d+/16\] [^\n]*)\n +done", again)
+    assert again.count("up to date, skipped") == 16 + 3, redone  # + masking's upstream
     assert "| up to date | 0.0 (built in" in report.read_text()
     assert "done before" in again and report.is_file()
     rows = [line for line in out.splitlines() if line.startswith("| default")]
-    assert len(rows) == 5 and all(line in again for line in rows)
+    assert len(rows) == 7 and all(line in again for line in rows)
 
 
 @pytest.mark.slow
 def test_quick_run_on_fsd50k_mini_with_the_authors_checkpoint(fsd50k_mini_dir, kwmlp_dir,
-                                                               tmp_path):
+                                                               audiomlp_dir, tmp_path):
     """The quick configuration on real FSD50K-layout audio; the authors' checkpoint instead of
     our own pretraining and no sweeps keep it within the CI budget (both are covered above)."""
     art = tmp_path / "artifacts"
     out = _command(["--data", str(fsd50k_mini_dir), "--artifacts", str(art), "--preset",
-                    "quick", "--no-sweeps", "--kwmlp-checkpoint", str(kwmlp_dir / "kwmlp.pth")])
+                    "quick", "--no-sweeps", "--kwmlp-checkpoint", str(kwmlp_dir / "kwmlp.pth"),
+                    "--audiomlp-checkpoint", str(audiomlp_dir / "audiomae.pth")])
     assert "pretrain" not in out and not (art / "kwmlp").exists()
+    assert not (art / "audiomlp").exists()
     report = art / "reports" / "default" / "report.md"
     _check_report(report, fsd50k_mini_dir)
     assert f"Checkpoint given: `{kwmlp_dir / 'kwmlp.pth'}`" in report.read_text()
+    assert f"Checkpoint given: `{audiomlp_dir / 'audiomae.pth'}`" in report.read_text()
