@@ -43,10 +43,10 @@ from pipelines import cli, layout
 @dataclass(frozen=True)
 class HearEvalConfig:
     """Which model to score, and the kit's model search."""
-    module: str = option("bow.hear.kwmlp", "HEAR API module (bow.hear.kwmlp, bow.hear.bow or "
-                         "any other the kit can import)")
-    model: str | None = option(None, "model file for the module's load_model (kwmlp.pth, a "
-                               "bundle .npz)")
+    module: str = option("bow.hear.kwmlp", "HEAR API module (bow.hear.kwmlp, "
+                         "bow.hear.audiomlp, bow.hear.bow or any other the kit can import)")
+    model: str | None = option(None, "model file for the module's load_model (kwmlp.pth, "
+                               "audiomae.pth, a bundle .npz)")
     model_options: str = option("{}", "JSON keyword arguments for load_model")
     name: str | None = option(None, "this model's name in folders and tables (default: the "
                               "model file's stem + 8 hex digits of its SHA-256)")

@@ -2,6 +2,8 @@
 
 * ``bow.hear.kwmlp``: KW-MLP, from the authors' ``kwmlp.pth`` or our own pretraining
   (``artifacts/kwmlp/best.pth``);
+* ``bow.hear.audiomlp``: the Audio-MLP autoencoder's encoder, from the authors' ``audiomae.pth``
+  or our own pretraining (``artifacts/audiomlp/best.pth``);
 * ``bow.hear.bow``: the bag-of-words model, from a single-file bundle (``bow.bagofwords.bundle``,
 written
   by ``python -m pipelines.export_bundle``).
@@ -11,7 +13,7 @@ Each has ``load_model(model_file_path)`` -> a torch Module with ``sample_rate``,
 model)`` -> ((n, T, size) float32, (n, T) float32 ms); ``get_scene_embeddings(audio, model)``
 -> (n, size) float32. ``audio`` is (n, samples) float in [-1, 1] at 16 kHz on the model's
 device; the results come back on that device. Both are thin wrappers over the library
-(bow.kwmlp.embed, bow.bagofwords.embed) and validate with ``hear-validator``.
+(bow.kwmlp.embed, bow.audiomlp.embed, bow.bagofwords.embed) and validate with ``hear-validator``.
 """
 from __future__ import annotations
 

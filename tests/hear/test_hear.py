@@ -23,7 +23,11 @@ import torch
 from benchmarks.hear_memory import random_bundle
 from bow.audio.features import LogMel
 from bow.audio.load import chunk, read_audio
+from bow.audiomlp.model import AudioMLPEncoder
+from bow.audiomlp.model import save_checkpoint as save_audiomlp
+from bow.audiomlp.scaling import InputScaling
 from bow.bagofwords.timestamps import TimestampEmbedder, n_windows, timestamp_windows
+from bow.hear import audiomlp as hear_audiomlp
 from bow.hear import bow as hear_bow
 from bow.hear import kwmlp as hear_kwmlp
 from bow.hear import tfstub
@@ -92,6 +96,12 @@ def esc10_audio(esc10_dir):
 def test_validator_passes_kwmlp(validator, kwmlp_dir):
     out = run_validator(validator, "bow.hear.kwmlp", kwmlp_dir / "kwmlp.pth")
     assert "Interval between timestamps is 10.0ms" in out
+
+
+def test_validator_passes_audiomlp(validator, audiomlp_dir):
+    out = run_validator(validator, "bow.hear.audiomlp", audiomlp_dir / "audiomae.pth")
+    assert "Interval between timestamps is 10.0ms" in out
+    assert "timestamp_embedding_size: 8" in out and "scene_embedding_size: 1584" in out
 
 
 def test_validator_passes_bow(validator, tiny_bundle):
@@ -183,6 +193,41 @@ def test_kwmlp_long_clip_in_pieces_equals_one_piece(kwmlp_model, esc10_audio):
     torch.testing.assert_close(pieces[1], whole[1], rtol=0, atol=1e-5)
 
 
+# ------------------------------------------------------------------ Audio-MLP
+def test_audiomlp_golden_outputs_batches_and_our_checkpoints(audiomlp_dir, esc10_audio,
+                                                             tmp_path):
+    z = np.load(audiomlp_dir / "golden_public.npz")
+    model = hear_audiomlp.load_model(str(audiomlp_dir / "audiomae.pth"))
+    for i in (5, 7, 14):                   # 0.5 s (zero-padded scene), 10 s, 0.44 s
+        audio = torch.from_numpy(z[f"c{i:02d}_audio"])[None]
+        emb, ts = hear_audiomlp.get_timestamp_embeddings(audio, model)
+        scene = hear_audiomlp.get_scene_embeddings(audio, model)
+        assert emb.dtype == ts.dtype == scene.dtype == torch.float32
+        np.testing.assert_array_equal(ts[0].numpy(), z[f"c{i:02d}_timestamps"])
+        for got, want in ((emb[0], z[f"c{i:02d}_timestamp_embeddings"]),
+                          (scene[0], z[f"c{i:02d}_scene_embedding"])):
+            assert got.shape == want.shape
+            assert np.abs(got.numpy() - want).max() <= 1e-3 * np.abs(want).max()
+    audio = torch.from_numpy(np.stack([a[:40_000] for a in esc10_audio]))
+    emb, ts = hear_audiomlp.get_timestamp_embeddings(audio, model)
+    scene = hear_audiomlp.get_scene_embeddings(audio, model)
+    model.group_chunks = 3                            # one clip (3 padded chunks) per group
+    for i in range(len(audio)):                       # each clip as if alone: the same bits
+        e1, t1 = hear_audiomlp.get_timestamp_embeddings(audio[i:i + 1], model)
+        assert torch.equal(emb[i:i + 1], e1) and torch.equal(ts[i:i + 1], t1)
+        assert torch.equal(scene[i:i + 1], hear_audiomlp.get_scene_embeddings(audio[i:i + 1],
+                                                                              model))
+    assert torch.equal(hear_audiomlp.get_timestamp_embeddings(audio, model)[0], emb)
+    torch.manual_seed(0)                              # ours: a linear bottleneck, log-mel input
+    save_audiomlp(tmp_path / "best.pth", AudioMLPEncoder(depth=1, bottleneck_act="none"),
+                  InputScaling("logmel").fit(torch.rand(2, 40, 98)))
+    ours = hear_audiomlp.load_model(str(tmp_path / "best.pth"))
+    assert ours.scaling.kind == "logmel" and ours.timestamp_embedding_size == 8
+    assert all(type(v) is int for v in (ours.sample_rate, ours.timestamp_embedding_size,
+                                        ours.scene_embedding_size))
+    assert hear_audiomlp.get_scene_embeddings(audio, ours).shape == (3, 1584)
+
+
 # ------------------------------------------------------------------ bag of words
 def test_bow_attributes_and_shapes(bow_model):
     width = 4 * (16 + bow_model.bundle.config["level_bins"])
@@ -250,12 +295,14 @@ def test_bow_long_clip_in_pieces_equals_one_piece(bow_model, esc10_audio):
 
 def test_bad_inputs_are_clear_errors(bow_model, tmp_path):
     kwmlp_model = hear_kwmlp.KWMLPModel(KWMLP(depth=1))
-    for api, model in ((hear_bow, bow_model), (hear_kwmlp, kwmlp_model)):
+    audiomlp_model = hear_audiomlp.AudioMLPModel(AudioMLPEncoder(depth=1))
+    for api, model in ((hear_bow, bow_model), (hear_kwmlp, kwmlp_model),
+                       (hear_audiomlp, audiomlp_model)):
         with pytest.raises(ValueError, match=r"\(n, samples\)"):
             api.get_scene_embeddings(torch.zeros(16000), model)
         with pytest.raises(ValueError, match=r"\(n, samples\)"):
             api.get_timestamp_embeddings(np.zeros((1, 16000)), model)
-    for api in (hear_bow, hear_kwmlp):
+    for api in (hear_bow, hear_kwmlp, hear_audiomlp):
         with pytest.raises(ValueError, match="needs a"):
             api.load_model()
     (tmp_path / "junk.npz").write_text("not a model")
@@ -263,6 +310,8 @@ def test_bad_inputs_are_clear_errors(bow_model, tmp_path):
         hear_bow.load_model(str(tmp_path / "junk.npz"))
     with pytest.raises(ValueError, match="junk.npz"):
         hear_kwmlp.load_model(str(tmp_path / "junk.npz"))
+    with pytest.raises(ValueError, match="junk.npz"):
+        hear_audiomlp.load_model(str(tmp_path / "junk.npz"))
 
 
 # ------------------------------------------------------------------ 20 minutes
