@@ -17,7 +17,7 @@ from bow.audiomlp.model import (
     save_checkpoint,
 )
 from bow.audiomlp.scaling import InputScaling
-from tests.conftest import sine
+from tests.conftest import DEVICES, sine
 from tests.kwmlp.test_scene import interp
 
 
@@ -111,6 +111,18 @@ def test_a_batch_equals_its_items_one_by_one(golden, authors, esc10_dir):
     for a, b in zip(slow, together):
         np.testing.assert_allclose(a.frames, b.frames, rtol=0, atol=1e-5)
         np.testing.assert_allclose(a.scene, b.scene, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_devices_agree_with_the_cpu(golden, authors, device):
+    audios = [c["audio"] for c in golden[5:9]]
+    cpu = AudioMLPEmbedder(*authors).embed(audios)
+    other = AudioMLPEmbedder(*authors, device=device).embed(audios)
+    authors[0].to("cpu")
+    authors[1].to("cpu")
+    for a, b in zip(cpu, other):
+        np.testing.assert_allclose(b.frames, a.frames, rtol=0, atol=1e-4)
+        np.testing.assert_allclose(b.scene, a.scene, rtol=0, atol=1e-4)
 
 
 def test_scene_zero_pads_short_clips_and_interpolates_long_ones(authors):
