@@ -220,6 +220,7 @@ def read(path: str | Path) -> Store:
         if f.attrs.get("format") != "bow-store":
             raise StoreError(f"{path}: not a bow feature store (format attribute missing)")
         version = f.attrs.get("format_version")
+        version = version.item() if isinstance(version, np.generic) else version
         if version not in (1, FORMAT_VERSION):
             raise StoreError(f"{path}: store format version {version!r}; this code reads "
                              f"versions 1 and {FORMAT_VERSION} (a newer bow wrote it?)")

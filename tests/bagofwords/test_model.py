@@ -106,6 +106,8 @@ def test_soft_weights():
     np.testing.assert_allclose(w[0, :2], w[0, 0]) and np.testing.assert_allclose(
         w[1], np.exp([0, -1, -2]) / np.exp([0, -1, -2]).sum(), rtol=1e-6)
     np.testing.assert_allclose(soft_weights(dist, 2.0, "uniform"), 1 / 3)
+    np.testing.assert_allclose(soft_weights(dist, None, "rank"),
+                               [[6 / 11, 3 / 11, 2 / 11]] * 2, rtol=1e-6)
     assert (soft_weights(dist[:, :1], None, "softmax") == 1).all()
     with pytest.raises(CodebookError, match="scale"):
         soft_weights(dist, None, "softmax")

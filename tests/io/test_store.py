@@ -51,16 +51,18 @@ def test_shards_merge_to_one_store(tmp_path, frames):
         assert f["clips/fname"][0].decode() == "clip0"
 
 
-def test_stores_written_with_lzf_still_read(tmp_path, monkeypatch):
-    """Stores written before issue 17 are lzf-compressed (bow.io.store.COMPRESSION)."""
+def test_stores_of_format_1_still_read(tmp_path, monkeypatch):
+    """Stores written before issues 13 and 17: format version 1, lzf-compressed, uint16 counts."""
     items = [_clip(i, n) for i, n in enumerate([2, 1, 3])]
     monkeypatch.setattr(store_module, "COMPRESSION", {"compression": "lzf"})
     write_shard(tmp_path / "s0.h5", items)
     merge([tmp_path / "s0.h5"], tmp_path / "old.h5", vocabulary=VOCAB, kind="bow", config={},
           fingerprint="abc", upstream={}, code_version="0")
     monkeypatch.undo()
-    with h5py.File(tmp_path / "old.h5") as f:
+    with h5py.File(tmp_path / "old.h5", "r+") as f:
         assert f["chunks/vectors"].compression == "lzf"
+        assert f["chunks/vectors"].dtype == np.uint16
+        f.attrs["format_version"] = 1
     store = read(tmp_path / "old.h5")
     for i, item in enumerate(items):
         np.testing.assert_array_equal(store.chunk_vectors(i), item.chunks)
@@ -69,6 +71,16 @@ def test_stores_written_with_lzf_still_read(tmp_path, monkeypatch):
     with h5py.File(tmp_path / "new.h5") as f:
         assert f["chunks/vectors"].compression == "gzip"
     np.testing.assert_array_equal(read(tmp_path / "new.h5").chunks, store.chunks)
+
+
+def test_a_store_of_a_newer_format_is_refused_by_name(tmp_path):
+    write_shard(tmp_path / "s0.h5", [_clip(0, 2)])
+    merge([tmp_path / "s0.h5"], tmp_path / "new.h5", vocabulary=VOCAB, kind="bow", config={},
+          fingerprint="abc", upstream={}, code_version="0")
+    with h5py.File(tmp_path / "new.h5", "r+") as f:
+        f.attrs["format_version"] = 3
+    with pytest.raises(StoreError, match=r"new\.h5: store format version 3; this code reads"):
+        read(tmp_path / "new.h5")
 
 
 def test_the_same_data_gives_the_same_bytes_whatever_was_written_before(tmp_path):

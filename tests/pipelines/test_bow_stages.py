@@ -159,3 +159,48 @@ def test_bad_option_values_are_rejected(capsys):
     with pytest.raises(SystemExit):
         train_autoencoders.main(["--data", ".", "--encoder", "pretrained"])
     assert "encoder must be one of" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def mini_subset(fsd50k_mini_dir, tmp_path_factory):
+    """48 clips of the FSD50K-layout mini set, its own splits kept, as a labels.csv data set."""
+    dataset = load_dataset(fsd50k_mini_dir)
+    picked = [c for split in ("train", "val", "eval")
+              for c in [c for c in dataset.clips if c.split == split][:16]]
+    return linked_dataset(tmp_path_factory.mktemp("mini") / "data", picked)
+
+
+ARMS = [  # every value of every arm setting at least once
+    dict(encoder="trained", tokens="raw", assignment="hard", weighting="softmax", denoise=0.0),
+    dict(encoder="trained", tokens="shape", assignment="soft", weighting="softmax", denoise=0.35),
+    dict(encoder="random", tokens="shape", assignment="hard", weighting="uniform", denoise=0.0),
+    dict(encoder="pca", tokens="raw", assignment="soft", weighting="rank", denoise=0.0),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("arm", ARMS, ids=lambda a: "-".join(map(str, a.values())))
+def test_each_arm_end_to_end_on_real_recordings(arm, mini_subset, tmp_path):
+    """Issue 13: every arm through the three stages; the store records the arm that made it."""
+    art = tmp_path / "artifacts"
+    ae = train_autoencoders.run(mini_subset, art, dataclasses.replace(
+        TRAIN, encoder=arm["encoder"], tokens=arm["tokens"], denoise=arm["denoise"]),
+        device="cpu", progress=False)
+    fit_codebooks.run(mini_subset, art, dataclasses.replace(CODES, encoder=arm["encoder"]),
+                      device="cpu", progress=False)
+    s = read(embed.run(mini_subset, art, EmbedConfig(
+        encoder=arm["encoder"], assignment=arm["assignment"], neighbours=3,
+        weighting=arm["weighting"]), device="cpu", progress=False))
+    assert len(s) == 48 and not s.skipped
+    assert s.chunks.dtype == (np.uint16 if arm["assignment"] == "hard" else np.float32)
+    check_counts(s)
+    config = s.attrs["config"]
+    assert config["level_bins"] == (16 if arm["tokens"] == "shape" else 0)
+    assert {k: config["embed"][k] for k in ("encoder", "assignment", "weighting")} == \
+        {k: arm[k] for k in ("encoder", "assignment", "weighting")}
+    trained = config["train_autoencoders"]
+    assert (trained["encoder"], trained["tokens"], trained["denoise"]) == \
+        (arm["encoder"], arm["tokens"], arm["denoise"])
+    assert ae.name == f"autoencoders-{arm['encoder']}" or arm["encoder"] == "pca"
+    if arm["assignment"] == "soft":   # fractional weights, not counts
+        assert not np.array_equal(s.chunks, np.round(s.chunks))

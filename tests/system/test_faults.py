@@ -11,8 +11,9 @@ killed, are the bytes of an uninterrupted run.
 4. pretrain_kwmlp SIGKILLed during an epoch: the rerun resumes from the last finished epoch and
    ends with the weights of an uninterrupted run.
 
-Tiny models (random encoders of 32 hidden units on raw tokens, D = 16, hard assignment; every
-option explicit, so the stages' defaults can change) on 24 generated clips of at most 2 s (41
+Tiny models (random encoders of 32 hidden units on shape tokens with 16 level bins, D = 16,
+soft assignment to the 3 nearest codes, the library's arm at toy sizes; every option explicit,
+so the stages' defaults can change) on 24 generated clips of at most 2 s (41
 chunks), one clip per shard, so the runs really split the work and a kill lands mid-run. The
 references run in this process with one torch thread, so they also check that the bytes do not
 depend on the process. Kill points are found by polling for the files the stages write, every
@@ -46,13 +47,13 @@ ROOT = Path(__file__).resolve().parents[2]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
 ENCODER = "random"
-TRAIN = ["--encoder", ENCODER, "--tokens", "raw", "--hidden", "32", "--factor", "10",
+TRAIN = ["--encoder", ENCODER, "--tokens", "shape", "--hidden", "32", "--factor", "10",
          "--batch-size", "32", "--epochs", "1", "--steps-per-epoch", "5", "--max-val-tokens",
          "1000", "--seed", "0"]
 CODEBOOKS = ["--encoder", ENCODER, "--n-codes", "16", "--niter", "5", "--nredo", "1",
-             "--init", "kmeans++", "--level-bins", "0", "--seed", "0"]
-EMBED = ["--encoder", ENCODER, "--assignment", "hard", "--shard-size", "1", "--batch-chunks",
-         "64", "--precision", "fp32"]
+             "--init", "kmeans++", "--level-bins", "16", "--seed", "0"]
+EMBED = ["--encoder", ENCODER, "--assignment", "soft", "--neighbours", "3", "--weighting",
+         "rank", "--shard-size", "1", "--batch-chunks", "64", "--precision", "fp32"]
 N_CLIPS = 24
 
 
