@@ -14,19 +14,22 @@ import torch
 
 
 def matmul_flops(threads: int, device: str = "cpu", m: int = 4096, k: int = 2048, n: int = 2048,
-                 seconds: float = 2.0) -> float:
-    """Measured fp32 FLOP/s of an (m, k) @ (k, n) matmul with ``threads`` torch threads."""
+                 seconds: float = 2.0, precision: str = "fp32") -> float:
+    """Measured FLOP/s of an (m, k) @ (k, n) float32 matmul with ``threads`` torch threads,
+    under bow.runtime.encoder_precision(``precision``) (fp32, or tf32 / bf16 where allowed)."""
+    from bow.runtime import encoder_precision
     torch.set_num_threads(threads)
     a = torch.randn(m, k, device=device)
     b = torch.randn(k, n, device=device)
-    a @ b  # warm up
-    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
-    sync()
-    reps, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        a @ b
-        reps += 1
-    sync()
+    sync = torch.cuda.synchronize if str(device).startswith("cuda") else (lambda: None)
+    with encoder_precision(precision, device):
+        a @ b  # warm up
+        sync()
+        reps, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            a @ b
+            reps += 1
+        sync()
     return 2.0 * m * k * n * reps / (time.perf_counter() - start)
 
 
@@ -47,6 +50,11 @@ def emit(rows: list[dict]) -> None:
     """Print each figure as one JSON line, then all of them as a table."""
     for row in rows:
         print(json.dumps(row, sort_keys=True))
+    table(rows)
+
+
+def table(rows: list[dict]) -> None:
+    """Print rows as an aligned table (the keys of all rows as columns) after a blank line."""
     keys = list(dict.fromkeys(k for row in rows for k in row))
     cells = [[_fmt(row.get(k, "")) for k in keys] for row in rows]
     widths = [max(len(k), *(len(c[i]) for c in cells)) for i, k in enumerate(keys)]

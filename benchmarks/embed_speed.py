@@ -98,9 +98,11 @@ def audio_seconds(data: Path, model: str) -> tuple[float, int]:
     return seconds, chunks
 
 
-def random_bow(data: Path, artifacts: Path, min_chunks: int = 320) -> None:
-    """Paper-sized random encoders and D = 256 codebooks (the stages' --encoder random) fitted
-    on the first clips of ``data`` that give ``min_chunks`` chunks (repeated if needed)."""
+def random_bow(data: Path, artifacts: Path, min_chunks: int = 320, encoder: str = "random",
+               tokens: str = "raw") -> None:
+    """Paper-sized random encoders (or PCA: ``encoder``) and D = 256 codebooks (the stages'
+    --encoder random) fitted on the first clips of ``data`` that give ``min_chunks`` chunks
+    (repeated if needed)."""
     from bow.audio.load import SAMPLE_RATE, n_chunks
     from bow.data.datasets import load_dataset
     from pipelines import fit_codebooks, train_autoencoders
@@ -111,9 +113,9 @@ def random_bow(data: Path, artifacts: Path, min_chunks: int = 320) -> None:
         n += 1
     train = clip_subset(data, n, artifacts / "train-clips")
     train_autoencoders.run(train, artifacts, train_autoencoders.TrainAutoencodersConfig(
-        encoder="random", max_val_tokens=1000), device="cpu", progress=False)
+        encoder=encoder, tokens=tokens, max_val_tokens=1000), device="cpu", progress=False)
     fit_codebooks.run(train, artifacts, fit_codebooks.FitCodebooksConfig(
-        encoder="random", niter=10, nredo=1), device="cpu", progress=False)
+        encoder=encoder, niter=10, nredo=1), device="cpu", progress=False)
 
 
 def link_models(src: Path, artifacts: Path, encoder: str) -> None:
@@ -168,7 +170,8 @@ def _child(spec: dict) -> dict:
     shards = {"shard_size": spec["shard_size"]} if spec.get("shard_size") else {}
     if spec["model"] == "bow":
         cfg = embed.EmbedConfig(encoder=spec["encoder"], precision=spec["precision"],
-                                **shards)
+                                **({"assignment": spec["assignment"]}
+                                   if "assignment" in spec else {}), **shards)
         out = layout.bow_store(art, cfg.encoder)
         out.unlink(missing_ok=True)
         start = time.perf_counter()
@@ -202,12 +205,14 @@ def in_child(spec: dict) -> dict:
 
 
 def parse_run(text: str) -> dict:
-    """'2x1' -> 2 jobs of 1 thread on the CPU; 'cuda:bf16' -> the GPU at that precision."""
+    """'2x1' -> 2 jobs of 1 thread on the CPU, '1x1:bf16' the same in bfloat16 (bow.runtime);
+    'cuda:bf16' -> the GPU at that precision."""
+    text, _, precision = text.partition(":")
     if text.startswith("cuda"):
-        return {"device": "cuda", "jobs": 1, "threads": 1,
-                "precision": text.partition(":")[2] or "fp32"}
+        return {"device": "cuda", "jobs": 1, "threads": 1, "precision": precision or "fp32"}
     jobs, _, threads = text.partition("x")
-    return {"device": "cpu", "jobs": int(jobs), "threads": int(threads or 1), "precision": "fp32"}
+    return {"device": "cpu", "jobs": int(jobs), "threads": int(threads or 1),
+            "precision": precision or "fp32"}
 
 
 def measure(model: str, data: Path, artifacts: Path, runs: list[str], flops: float,
@@ -220,7 +225,7 @@ def measure(model: str, data: Path, artifacts: Path, runs: list[str], flops: flo
         cores = run["jobs"] * run["threads"]
         floor_dev = "cuda" if run["device"] == "cuda" else "cpu"
         load_before = os.getloadavg()[0]
-        before = matmul_flops(cores, floor_dev)
+        before = matmul_flops(cores, floor_dev)          # fp32: "of_floor" > 1 = past it
         result = in_child({**run, **extra, "model": model, "data": str(data),
                            "artifacts": str(artifacts)})
         after = matmul_flops(cores, floor_dev)
@@ -251,7 +256,11 @@ def main(argv=None, model: str = "bow") -> None:
                    "that a few hundred clips keep every worker busy to the end)")
     p.add_argument("--artifacts", type=Path, default=None, help="bag of words: a folder with "
                    "finished train_autoencoders and fit_codebooks (default: random encoders)")
-    p.add_argument("--encoder", default="random", help="bag of words: trained or random")
+    p.add_argument("--encoder", default="random", help="bag of words: trained, random or pca")
+    p.add_argument("--tokens", default="raw", help="bag of words without --artifacts: raw "
+                   "(the paper's) or shape tokens")
+    p.add_argument("--assignment", default="hard", help="bag of words: hard (the paper's) or "
+                   "soft (the library's default: 5 nearest codes)")
     p.add_argument("--checkpoint", type=Path, default=SHARED / "kwmlp" / "kwmlp.pth",
                    help="KW-MLP checkpoint")
     args = p.parse_args(argv)
@@ -263,10 +272,11 @@ def main(argv=None, model: str = "bow") -> None:
         art = Path(tmp) / "artifacts"
         if model == "bow":
             if args.artifacts is None:
-                random_bow(data, art)
+                random_bow(data, art, encoder=args.encoder, tokens=args.tokens)
             else:  # link the given model: the store is written (and removed) in tmp only
                 link_models(args.artifacts, art, args.encoder)
-            flops, extra = bow_flops(art, args.encoder), {"encoder": args.encoder}
+            flops, extra = bow_flops(art, args.encoder), {"encoder": args.encoder,
+                                                          "assignment": args.assignment}
         else:
             flops, extra = kwmlp_flops(args.checkpoint), {"checkpoint": str(args.checkpoint)}
         extra["shard_size"] = args.shard_size

@@ -1,20 +1,23 @@
-"""Devices, seeds, and reduced-precision inference on CUDA (``--precision``).
+"""Devices, seeds, and reduced-precision inference (``--precision``).
 
 ``--precision`` of the embedding stages (default ``fp32``):
 
 * ``fp32``: plain float32 everywhere. On CUDA this also turns TF32 *off* for matmuls and cuDNN
   convolutions inside the encoders (PyTorch enables it for cuDNN by default), so the CPU and the
   GPU compute the same thing up to summation order.
-* ``tf32``: matmuls and convolutions of the encoders on TF32 tensor cores (10-bit mantissa
-  inputs, float32 accumulation); activations stay float32.
-* ``bf16``: the encoders under ``torch.autocast(dtype=bfloat16)``: matmuls in bfloat16 (8-bit
-  mantissa inputs, float32 accumulation), layer norms in float32.
+* ``tf32`` (CUDA only): matmuls and convolutions of the encoders on TF32 tensor cores (10-bit
+  mantissa inputs, float32 accumulation); activations stay float32.
+* ``bf16``: the encoders under ``torch.autocast(dtype=bfloat16)`` on CUDA or the CPU: matmuls in
+  bfloat16 (8-bit mantissa inputs, float32 accumulation), layer norms in float32; the
+  bag-of-words encoders do it explicitly (bow.bagofwords.encoder: inputs centred in float32,
+  last layer in float32). On a CPU with AVX512-BF16 or AMX (AMD Zen 4, Intel Sapphire Rapids
+  and later) bfloat16 matmuls ran 2.3x faster than float32 on one thread of the development
+  machine (oneDNN); on CPUs without them they are slower than float32: measure first
+  (``python -m benchmarks.embed_speed --runs 1x1,1x1:bf16``).
 
 Only the encoders (autoencoder MLPs, KW-MLP blocks) run at reduced precision: the front ends
 (STFT, mel, dB, DCT), k-means assignment and scene interpolation stay float32, since a dB floor
 or a nearest-centroid search is where low precision would hurt most for the least speed.
-Reduced precision is refused on the CPU (bf16 matmuls there are slower than fp32 on most CPUs,
-and TF32 does not exist).
 
 The accuracy check (``compare_codes``, ``compare_embeddings``; run by
 ``python -m benchmarks.precision_check`` and tests/test_scale.py when CUDA is present) measures
@@ -55,16 +58,20 @@ PRECISIONS = ("fp32", "tf32", "bf16")
 
 
 class PrecisionError(ValueError):
-    """An unknown precision, or a reduced one asked for where there is no CUDA device."""
+    """An unknown precision, or one the device cannot run (tf32 off CUDA)."""
 
 
 def check_precision(precision: str, device: str | torch.device) -> None:
-    """Raise PrecisionError for an unknown precision, or a reduced one on a non-CUDA device."""
+    """Raise PrecisionError for an unknown precision, tf32 off CUDA, or bf16 on a device that
+    is neither CUDA nor the CPU."""
     if precision not in PRECISIONS:
         raise PrecisionError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-    if precision != "fp32" and torch.device(device).type != "cuda":
-        raise PrecisionError(f"precision {precision} needs a CUDA device (got {device}); "
-                             "use fp32 on the CPU")
+    kind = torch.device(device).type
+    if precision == "tf32" and kind != "cuda":
+        raise PrecisionError(f"precision tf32 needs a CUDA device (got {device}); use fp32 or "
+                             "bf16 on the CPU")
+    if precision == "bf16" and kind not in ("cuda", "cpu"):
+        raise PrecisionError(f"precision bf16 runs on CUDA or the CPU (got {device})")
 
 
 @contextlib.contextmanager
@@ -72,7 +79,8 @@ def encoder_precision(precision: str, device: str | torch.device):
     """Run the block under ``precision`` on ``device`` (see the module docstring)."""
     check_precision(precision, device)
     if torch.device(device).type != "cuda":
-        yield
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+            yield
         return
     saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = precision == "tf32"

@@ -32,6 +32,10 @@ lowest id (bow.bagofwords.nearest): each code's ids depend on its bits and the c
 not on the batch, threads or machine (faiss's flat search did; issue 17). About 1% of the
 embedding time, on the CPU.
 Files: centroids and parameters in an ``.npz`` (no pickles), statistics in a ``.json`` beside it.
+
+faiss is imported only where it is used (``fit``, ``faiss_gpus``): loading a codebook and
+assigning codes, the whole embedding path, work where faiss is not installed (a GPU machine
+with torch alone, benchmarks.gpu_check).
 """
 from __future__ import annotations
 
@@ -41,7 +45,6 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-import faiss
 import numpy as np
 
 from bow.bagofwords.nearest import nearest
@@ -84,9 +87,15 @@ def restart_seeds(seed: int, n: int) -> list[int]:
     return [int(s) >> 1 for s in np.random.SeedSequence(seed).generate_state(n)]
 
 
+def _faiss():
+    """The faiss module, imported on first use (module docstring)."""
+    import faiss
+    return faiss
+
+
 def faiss_gpus() -> int:
     """Number of GPUs faiss can use (0 for a CPU-only faiss build or machine)."""
-    get = getattr(faiss, "get_num_gpus", None)
+    get = getattr(_faiss(), "get_num_gpus", None)
     return int(get()) if get is not None else 0
 
 
@@ -114,7 +123,7 @@ class Codebook:
                                 "(CPU-only faiss build or no CUDA device)")
         return bool(self.gpu)
 
-    def _init_method(self) -> dict:
+    def _init_method(self, faiss) -> dict:
         if self.config.init == "random":
             return {}  # FAISS's default: random training points
         method = getattr(faiss, "ClusteringInitMethod_KMEANS_PLUS_PLUS", None)
@@ -134,14 +143,14 @@ class Codebook:
                                 "use a smaller number of codes or more training clips")
         if not np.isfinite(x).all():
             raise CodebookError(f"{int((~np.isfinite(x)).sum())} non-finite values in the codes")
-        use_gpu = self._use_gpu()
+        use_gpu, faiss = self._use_gpu(), _faiss()
         self.iterations_, restarts, best = [], [], None
         cfg = self.config
         for r, seed in enumerate(restart_seeds(cfg.seed, cfg.nredo)):  # our own restarts, so
             km = faiss.Kmeans(d, self.n_codes, niter=cfg.niter, nredo=1, seed=seed,  # stats kept
                               max_points_per_centroid=self.config.max_points_per_centroid,
                               min_points_per_centroid=1, gpu=use_gpu, verbose=False,
-                              **self._init_method())
+                              **self._init_method(faiss))
             km.train(x)
             self.iterations_ += [dict(st, restart=r, iteration=i)
                                  for i, st in enumerate(km.iteration_stats)]

@@ -94,8 +94,12 @@ def run_shard(embed_shard: EmbedShard, clips: list[Clip], path: Path,
     threads of their own), so every shard of a run computes alike."""
     if threads:
         torch.set_num_threads(threads)
-        import faiss
-        faiss.omp_set_num_threads(threads)
+        try:    # embedding needs no faiss (bow.bagofwords.codebook): it may be missing
+            import faiss
+        except ImportError:
+            faiss = None
+        if faiss is not None:
+            faiss.omp_set_num_threads(threads)
     if not path.exists():
         items, skipped = embed_shard(clips)
         write_shard(path, items, skipped)

@@ -157,3 +157,21 @@ def test_gpu_kmeans_matches_cpu(codes):
 def test_asking_for_a_gpu_without_one_is_a_clear_error(codes):
     with pytest.raises(CodebookError, match="faiss sees no GPU"):
         Codebook(CodebookConfig(n_codes=16), gpu=True).fit(codes)
+
+
+def test_ties_at_the_kth_place_go_to_the_lowest_ids_through_every_screen():
+    """16 centroids all at distance 1 from the code: neither the float32 nor the float64 screen
+    can decide the 5 nearest; exact arithmetic gives the 5 lowest ids, and the same with the
+    code among far ones in a block of random codes."""
+    from bow.bagofwords.nearest import nearest
+    d = 8
+    c = np.concatenate([np.eye(d), -np.eye(d)]).astype(np.float32)[::-1].copy()
+    x = np.zeros((1, d), np.float32)
+    ids, dist = nearest(x, c, 5)
+    assert list(ids[0]) == [0, 1, 2, 3, 4] and (dist == 1.0).all()
+    others = np.random.default_rng(0).standard_normal((3000, d)).astype(np.float32) * 3
+    block = np.concatenate([others[:1234], x, others[1234:]])
+    got = nearest(block, c, 5)[0]
+    np.testing.assert_array_equal(got[1234], ids[0])
+    d2 = ((block[:, None, :].astype(np.float64) - c[None]) ** 2).sum(-1)
+    np.testing.assert_array_equal(got, np.argsort(d2, axis=1, kind="stable")[:, :5])

@@ -12,7 +12,7 @@ killed, are the bytes of an uninterrupted run.
    ends with the weights of an uninterrupted run.
 
 Tiny models (random encoders of 32 hidden units on shape tokens with 16 level bins, D = 16,
-soft assignment to the 5 nearest codes, the library's arm at toy sizes; every option explicit,
+soft assignment to the 3 nearest codes, the library's arm at toy sizes; every option explicit,
 so the stages' defaults can change) on 24 generated clips of at most 2 s (41
 chunks), one clip per shard, so the runs really split the work and a kill lands mid-run. The
 references run in this process with one torch thread, so they also check that the bytes do not
@@ -52,8 +52,8 @@ TRAIN = ["--encoder", ENCODER, "--tokens", "shape", "--hidden", "32", "--factor"
          "1000", "--seed", "0"]
 CODEBOOKS = ["--encoder", ENCODER, "--n-codes", "16", "--niter", "5", "--nredo", "1",
              "--init", "kmeans++", "--level-bins", "16", "--seed", "0"]
-EMBED = ["--encoder", ENCODER, "--assignment", "soft", "--neighbours", "5", "--weighting",
-         "softmax", "--shard-size", "1", "--batch-chunks", "64", "--precision", "fp32"]
+EMBED = ["--encoder", ENCODER, "--assignment", "soft", "--neighbours", "3", "--weighting",
+         "rank", "--shard-size", "1", "--batch-chunks", "64", "--precision", "fp32"]
 N_CLIPS = 24
 
 

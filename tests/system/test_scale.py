@@ -78,7 +78,8 @@ def test_read_ahead_holds_at_most_its_budget():
 
 def test_precision_options_are_checked():
     check_precision("fp32", "cpu")
-    for bad, device in (("tf32", "cpu"), ("bf16", "cpu"), ("fp16", "cuda"), ("fp64", "cpu")):
+    check_precision("bf16", "cpu")
+    for bad, device in (("tf32", "cpu"), ("bf16", "meta"), ("fp16", "cuda"), ("fp64", "cpu")):
         with pytest.raises(ValueError, match="precision"):
             check_precision(bad, device)
     with pytest.raises(ValueError, match="precision"):
@@ -86,7 +87,7 @@ def test_precision_options_are_checked():
     with pytest.raises(ValueError, match="precision"):
         embed_kwmlp.EmbedKWMLPConfig(precision="bf17")
     with pytest.raises(ValueError, match="CUDA"):
-        ShardEmbedder("a", "c", ["x"], "cpu", precision="bf16")
+        ShardEmbedder("a", "c", ["x"], "cpu", precision="tf32")
     with encoder_precision("fp32", "cpu"):   # a no-op on the CPU
         x = torch.randn(4, 4)
         assert (x @ x).dtype == torch.float32
