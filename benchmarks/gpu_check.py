@@ -23,7 +23,7 @@ is measured (a run cut short keeps what it printed), then a table. Figures:
   against a float32 argmin on the device: codes/s and agreement.
 * ``ae_training``: autoencoder training steps/s (batch 256) per family.
 * ``kwmlp``: KW-MLP encoder (12 blocks) per precision: audio-s/s (1 s chunks), of floor, drift.
-* ``audiomlp``: the same for bow.audiomlp's autoencoder when that package exists.
+* ``audiomlp``: bow.audiomlp's autoencoder (the authors' sizes, fp32): audio-s/s.
 * ``heads``: MLP head training, chunks/s (benchmarks.heads_speed's synthetic counts).
 * ``embed``: end to end from files on disk with the read-ahead (each model's ShardEmbedder:
   decoding, front end, encoder, assignment or scene; the store's HDF5 write is not included),
@@ -287,13 +287,9 @@ def _grid_mfcc(chk: Check, n: int) -> torch.Tensor:
 
 
 def audiomlp(chk: Check) -> None:
-    try:   # another helper's package (optional): its embedder, if it looks like KW-MLP's
-        from bow.audiomlp.embed import AudioMLPEmbedder
-        from bow.audiomlp.model import AudioMLPEncoder
-        embedder = AudioMLPEmbedder(AudioMLPEncoder(), device=str(chk.device))
-    except Exception as e:  # ImportError, or an interface this check does not know
-        chk.add("audiomlp", skipped=f"bow.audiomlp not usable here ({type(e).__name__}: {e})")
-        return
+    from bow.audiomlp.embed import AudioMLPEmbedder
+    from bow.audiomlp.model import AudioMLPEncoder
+    embedder = AudioMLPEmbedder(AudioMLPEncoder(), device=str(chk.device))  # the authors' sizes
     audios = [np.random.default_rng(i).standard_normal(16000 * 4).astype(np.float32) * 0.1
               for i in range(max(2, chk.size["kw_chunks"] // 4))]
     chk.add("audiomlp", clips=len(audios),

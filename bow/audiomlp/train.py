@@ -9,7 +9,7 @@ budget. ``PretrainConfig.recipe`` chooses a whole set of those settings at once 
 be set alone): ``authors`` is their architecture and input (linear power mel, GELU bottleneck,
 6-block decoder, Tanh output, SpecAugment 2 time masks of 0-25 frames and 2 frequency masks of
 0-7 bands, as in their KW-MLP recipe) with a mean squared error; ``ours`` (the default) is what
-measured best in the prototype's experiments (/work/notes/amlp.md; linear probe of
+measured best in the prototype's experiments (linear probe of
 ../shared/FINDINGS.md on the 1584-d scene embeddings, ESC-10 5-fold / FSDD train -> test,
 pretrained on ESC-10 folds 1-4 / FSDD train, one seed each; differences below ~0.04 on ESC-10
 are within the fold noise):
