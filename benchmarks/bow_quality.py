@@ -243,8 +243,8 @@ def main(argv=None) -> None:
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     faiss.omp_set_num_threads(args.threads)
-    arms = args.arms.split(";") if ";" in args.arms or "=" in args.arms \
-        else args.arms.split(",")
+    arms = [name for part in args.arms.split(";")
+            for name in (part.split(",") if "=" not in part else [part])]
     data = Data(args.data)
     print(json.dumps({"machine": machine(), "data": args.data, "clips": len(data.clips),
                       "chunks": int(data.offsets[-1]), "fit_splits": data.fit_splits,

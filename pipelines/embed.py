@@ -48,8 +48,8 @@ class EmbedConfig(AssignmentConfig):
                           "random or pca")
     shard_size: int = option(64, "clips per store shard (the unit of resumption)")
     batch_chunks: int = option(BATCH_CHUNKS, "1 s chunks per log-mel and encoding batch")
-    precision: str = option("fp32", "encoder arithmetic: fp32, or on CUDA tf32 / bf16 (see "
-                            "bow.runtime)")
+    precision: str = option("fp32", "encoder arithmetic: fp32, bf16 (CUDA or CPU) or tf32 "
+                            "(CUDA) (see bow.runtime)")
 
     def __post_init__(self):
         super().__post_init__()

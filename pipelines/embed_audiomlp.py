@@ -3,7 +3,7 @@
     python -m pipelines.embed_audiomlp --data DIR --checkpoint FILE [--scene-algorithm iterative]
                                        [--batch-clips 32] [--jobs N --threads 1]
 
-The encoder is the authors' ``audiomae.pth`` (``/work/shared/audiomlp/audiomae.pth``) or our
+The encoder is the authors' ``audiomae.pth`` (``../shared/audiomlp/audiomae.pth``) or our
 own ``<artifacts>/audiomlp/best.pth`` from pipelines.pretrain_audiomlp (used when --checkpoint
 is not given); its input scaling travels in the file. Every clip of the data set (all splits)
 is read with ``bow.audio.load.read_audio`` and embedded as the authors' package does
@@ -53,7 +53,8 @@ class EmbedAudioMLPConfig:
     batch_chunks: int | None = option(None, "1 s chunks per encoder call; default: 32 on the "
                                       "CPU, 512 on CUDA")
     shard_size: int = option(256, "clips per store shard")
-    precision: str = option("fp32", "encoder arithmetic: fp32, or on CUDA tf32 / bf16")
+    precision: str = option("fp32", "encoder arithmetic: fp32, bf16 (CUDA or CPU) or tf32 "
+                            "(CUDA) (see bow.runtime)")
 
     def __post_init__(self):
         choose("scene_algorithm", self.scene_algorithm, ALGORITHMS)

@@ -3,7 +3,7 @@
     python -m pipelines.embed_kwmlp --data DIR --checkpoint FILE [--scene-algorithm iterative]
                                     [--blocks 12] [--batch-clips 32]
 
-The encoder is an authors'-format checkpoint (``/work/shared/kwmlp/kwmlp.pth``, or our own
+The encoder is an authors'-format checkpoint (``../shared/kwmlp/kwmlp.pth``, or our own
 ``<artifacts>/kwmlp/best.pth`` from pipelines.pretrain_kwmlp, used when --checkpoint is not
 given). Every clip of the data set (all splits) is read with ``bow.audio.load.read_audio`` and
 embedded as the authors' package does (``bow.kwmlp.embed``); clips of a batch may differ in
@@ -55,8 +55,8 @@ class EmbedKWMLPConfig:
                                       "CPU (measured fastest: the activations stay in cache), "
                                       "512 on CUDA")
     shard_size: int = option(256, "clips per store shard")
-    precision: str = option("fp32", "encoder arithmetic: fp32, or on CUDA tf32 / bf16 (see "
-                            "bow.runtime)")
+    precision: str = option("fp32", "encoder arithmetic: fp32, bf16 (CUDA or CPU) or tf32 "
+                            "(CUDA) (see bow.runtime)")
 
     def __post_init__(self):
         choose("scene_algorithm", self.scene_algorithm, ALGORITHMS)

@@ -1,6 +1,6 @@
 """Every stage of both embeddings and their comparison, end to end from raw audio.
 
-    python -m pipelines.run [--data DIR] [--artifacts artifacts] [--preset auto|quick|paper]
+    python -m pipelines.run [--data DIR] [--artifacts artifacts] [--preset auto|quick|default|paper]
                             [--kwmlp-checkpoint FILE] [--audiomlp-checkpoint FILE]
                             [--config run.toml] [--run NAME]
 
@@ -9,10 +9,10 @@ synthetic clips, FSD50K layout, no download) is generated on first use into
 ``<artifacts>/data/default``. The stages, each skipped when its fingerprint is unchanged (so a
 second run is fast and a killed run resumes where it stopped):
 
-  1. train_autoencoders   trained autoencoders -> autoencoders/
-  2. train_autoencoders   --encoder random: the untrained control -> autoencoders-random/
-  3-4. fit_codebooks      both -> codebooks/, codebooks-random/
-  5-6. embed              both -> stores/bow.h5, stores/bow-random.h5
+  1-6. for each bag-of-words arm (pipelines.run_config: the main encoder kind, PCA by
+       default, then the other kinds as controls: trained autoencoders, random encoders)
+       train_autoencoders -> autoencoders[-kind]/, fit_codebooks -> codebooks[-kind]/,
+       embed -> stores/bow.h5 (the main arm), stores/bow-<kind>.h5 (the controls)
   7. pretrain_kwmlp       only without --kwmlp-checkpoint: our own KW-MLP, trained on the
                           training clips with their FIRST label each (keyword classification
                           needs one; a labels.csv view of those clips is written to

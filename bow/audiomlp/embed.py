@@ -65,7 +65,7 @@ class AudioMLPEmbedder:
 
     ``scaling``: the encoder's input scaling (None: "power", the authors' checkpoint).
     ``fast``: bow.audiomlp.model.FastEncoder (default) or the module itself. ``batch_chunks``:
-    1 s chunks per encoder call. ``precision``: fp32, or tf32 / bf16 on CUDA (bow.runtime).
+    1 s chunks per encoder call. ``precision``: fp32, bf16 or (CUDA) tf32 (bow.runtime).
     """
 
     def __init__(self, encoder: AudioMLPEncoder, scaling: InputScaling | None = None,

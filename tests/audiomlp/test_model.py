@@ -78,7 +78,7 @@ def test_bad_checkpoints_name_the_file(audiomlp_dir, tmp_path, damage, message):
 @pytest.mark.parametrize("fast", [True, False])
 def test_golden_outputs_every_clip(golden, authors, fast):
     """Timestamps exactly; embeddings within 1e-3 of the largest reference value (measured:
-    4.4e-6), every clip; clips of 0.3-10 s, so scenes of 98 (zero padding), 198 and up to 998
+    3.6e-6), every clip; clips of 0.3-10 s, so scenes of 98 (zero padding), 198 and up to 998
     frames (interpolation)."""
     embedder = AudioMLPEmbedder(*authors, fast=fast)
     worst = {"frames": 0.0, "scene": 0.0}
