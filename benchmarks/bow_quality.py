@@ -26,7 +26,9 @@ Arms: ``naive`` (96-band log-mel mean + std over the clip's frames), ``default``
 defaults), ``paper`` (trained autoencoders of raw tokens, hard assignment: Verma's), and any
 ``key=value,...`` spec over ``default``: encoder (trained, random, pca), tokens (raw, shape),
 assignment (hard, soft), k (neighbours), weighting, d (codebook size), levels (level bins),
-hidden, steps (training steps), denoise, families (e.g. patch+band_envelope).
+hidden, steps (training steps), denoise, families (e.g. patch+band_envelope), precision (the
+encoders' arithmetic when embedding, as the embed stage's --precision: fp32 or bf16; the
+codebooks are fitted on fp32 codes, as fit_codebooks does).
 """
 from __future__ import annotations
 
@@ -54,6 +56,7 @@ from bow.heads.model import HeadConfig
 from bow.heads.protocols import run_protocol
 from bow.io.featureset import FeatureSet
 from bow.io.store import multi_hot
+from bow.runtime import encoder_precision
 
 ARMS = {"naive": None, "default": "",
         "paper": "encoder=trained,tokens=raw,assignment=hard",
@@ -69,7 +72,7 @@ def parse_arm(name: str) -> dict:
            "assignment": d.assignment,
            "k": d.neighbours, "weighting": d.weighting, "d": CodebookConfig().n_codes,
            "levels": 16, "hidden": AutoencoderConfig().hidden, "steps": 600, "denoise": 0.0,
-           "families": "+".join(FAMILIES)}
+           "families": "+".join(FAMILIES), "precision": "fp32"}
     for item in filter(None, (spec or "").split(",")):
         key, _, value = item.partition("=")
         if key not in arm:
@@ -171,8 +174,9 @@ def embed(data: Data, arm: dict, encoders: dict, seed: int) -> tuple[np.ndarray,
         if arm["tokens"] == "shape" and arm["levels"] else None
     bag = BagOfWords(encoders, books, levels, AssignmentConfig(
         assignment=arm["assignment"], neighbours=arm["k"], weighting=arm["weighting"]))
-    vectors = np.concatenate([bag.transform(data.logmel[i:i + 256])
-                              for i in range(0, len(data.logmel), 256)]).astype(np.float32)
+    with encoder_precision(arm["precision"], "cpu"):     # as the embed stage's --precision
+        vectors = np.concatenate([bag.transform(data.logmel[i:i + 256])
+                                  for i in range(0, len(data.logmel), 256)]).astype(np.float32)
     keep = [i for i, f in enumerate(FAMILIES) if f in arm["families"].split("+")]
     d, n_levels = bag.n_codes, bag.n_levels
     columns = [np.arange(i * d, (i + 1) * d) for i in keep] + \
@@ -218,7 +222,8 @@ def run_arm(data: Data, name: str, seeds, with_heads: bool, encoders_cache: dict
 
 
 def table(rows: list[dict]) -> str:
-    keys = [k for k in ("cv", "held_out", "head_map", "head_chunk_map") if k in rows[0]]
+    keys = [k for k in ("cv", "held_out", "head_map", "head_chunk_map")
+            if any(k in r for r in rows)]
     lines = ["| arm | " + " | ".join(keys) + " | participation (p/b/s/t) | CPU s |",
              "|---|" + "---:|" * (len(keys) + 2)]
     for arm in dict.fromkeys(r["arm"] for r in rows):

@@ -260,7 +260,7 @@ def main(argv=None, model: str = "bow") -> None:
     p.add_argument("--tokens", default="raw", help="bag of words without --artifacts: raw "
                    "(the paper's) or shape tokens")
     p.add_argument("--assignment", default="hard", help="bag of words: hard (the paper's) or "
-                   "soft (the library's default: 5 nearest codes)")
+                   "soft (the library's default: 3 nearest codes)")
     p.add_argument("--checkpoint", type=Path, default=SHARED / "kwmlp" / "kwmlp.pth",
                    help="KW-MLP checkpoint")
     args = p.parse_args(argv)

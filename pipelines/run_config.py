@@ -14,13 +14,12 @@ iterations and one restart, KW-MLP pretraining of 30 epochs (batch 64, 3 warm-up
 Audio-MLP pretraining of 4 epochs (its recipe unchanged; 26 s of the built-in run), heads at most
 60 epochs; and it adds two small sweeps (``SWEEPS``). ``auto`` (the command line's
 default) is ``quick`` on the built-in dataset and ``default`` on data given with --data. Measured on
-the shared 2-core development machine (load average 4-7 from other work): the quick run of the
-built-in dataset took 2.0-3.7 minutes, the one of fsd50k_mini 4.3-4.7 minutes, a second run about 10
-s; with the Audio-MLP stages added, the built-in run took 4 min 46 s of wall time at load 4.5-5 but
-142 CPU-seconds (/usr/bin/time: 48 % of a core, the rest went to other work). Quick scores are
-a demonstration, not the papers' numbers: e.g. 200 autoencoder steps make codes
-that score below the random-encoder control (300 steps did not change that on the built-in data: bow
-mAP 0.578 against 0.561, random 0.628, for 1.5 times the training time).
+the shared 2-core development machine at load ~5 from other work (2026-11-27, /usr/bin/time): the
+quick run of the built-in dataset took 3 min 41 s of wall time and 142 CPU-seconds, the one of
+fsd50k_mini 3 min 15 s and 193 CPU-seconds, a second run about 10 s. Quick scores are
+a demonstration, not the papers' numbers: e.g. the trained arm's 200 autoencoder steps scored
+below both controls (clip mAP, built-in / fsd50k_mini: trained 0.666 / 0.646, PCA 0.712 / 0.704,
+random 0.728 / 0.688).
 
 A TOML file (``--config``): a top-level ``encoder`` sets the main arm; top-level
 ``train_splits`` / ``val_splits`` / ``eval_splits`` apply to every stage that has them (e.g.
