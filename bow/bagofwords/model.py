@@ -18,15 +18,14 @@ distances d_k) by ``weighting``: ``rank`` (1 / k) / Z, the harmonic weights of t
 exp(-(d_k - d_1) / s) / Z, with s the codebook's mean squared distance of its training points
 to their centroid; ``uniform`` 1 / K. K = 1 is hard assignment, to the bit (tests).
 
-Default soft, K = 3, rank weights (the paper: hard). Measured on shape tokens + level bins with
+Default soft, K = 3, rank weights (the paper: hard). Measured with shape tokens + level bins,
 PCA encoders, D = 256 (``python -m benchmarks.bow_quality``, README *Results*: linear probe,
-mean over 3 k-means seeds; ESC-10 5-fold / FSDD test / fsd50k_mini mAP): hard 0.862 / 0.941 /
-0.685; K = 2 rank 0.866 / 0.960 / 0.697; K = 3 rank 0.856 / 0.967 / 0.724; K = 5 rank 0.844 /
-0.972 / 0.728. Soft assignment helps where clips are short (FSDD: one chunk a clip) and is
-within ESC-10's noise (~0.015) up to K = 3; K = 3 is the one that clears every control on all
-three sets. A distance softmax was erratic on ESC-10 (K = 3: 0.832 +- 0.022; K = 5: 0.819):
-the nearest distances are very skewed (10 % exactly 0 for flat tokens), so one temperature
-suits no token well.
+mean over 3 k-means seeds): ESC-10 5-fold hard 0.868, K = 2 0.863, K = 3 0.858, K = 5 0.852
+(the seeds' sd ~0.005-0.011: within noise); FSDD test hard 0.964, K = 3 0.981; fsd50k_mini mAP
+hard 0.673, K = 3 0.701 (with the project's heads 0.696 and 0.714). Soft assignment helps where
+a clip has few chunks (FSDD: about one) and with the heads, and is within ESC-10's noise. A
+distance softmax was worse on ESC-10 (K = 3: 0.821): the nearest distances are very skewed (flat
+tokens sit exactly on a code), so one temperature suits no token well.
 
 Clip level: the clip vector is the MEAN of its chunk vectors (float32): it does not grow with
 the clip's length, so short and long clips are on one scale, and it is what the FINDINGS probe
