@@ -101,9 +101,9 @@ def run(data: Path, artifacts: Path, config: EmbedKWMLPConfig = EmbedKWMLPConfig
                                    "(1024)",
                     "chunk_vectors": f"{config.scene_algorithm} scene embedding of the frames "
                                      "centred in each 1 s chunk (1024)"}
-        embedder = ShardEmbedder(ckpt, dataset.vocabulary, config.blocks,
-                                 config.scene_algorithm, config.batch_clips, config.batch_chunks,
-                                 config.precision, str(resolve_device(device)))
+        embedder = ShardEmbedder(ckpt, dataset.vocabulary, config.scene_algorithm,
+                                 config.batch_clips, config.batch_chunks, config.precision,
+                                 str(resolve_device(device)), n_blocks=config.blocks)
         embed_to_store(dataset.clips, embedder, out, vocabulary=dataset.vocabulary,
                        kind="kwmlp", config=resolved, fingerprint=fingerprint,
                        upstream={"checkpoint_sha256": inputs["checkpoint_sha256"]},

@@ -32,21 +32,18 @@ standardise only columns that vary).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from bow.audio.features import PowerMel
-from bow.audio.load import read_audio
-from bow.audio.readahead import default_threads, read_batches
 from bow.audiomlp.model import AudioMLPEncoder, FastEncoder, load_checkpoint
 from bow.audiomlp.scaling import InputScaling
-from bow.data.datasets import Clip
-from bow.io.store import ClipFeatures, multi_hot
 from bow.kwmlp.embed import (
+    CPU_BATCH_CHUNKS,
     ClipEmbedding,
+    FrameShardEmbedder,
     chunk_vectors,
     chunks_to_sequence,
     n_timestamps,
@@ -57,7 +54,6 @@ from bow.kwmlp.scene import scene_embeddings
 from bow.runtime import check_precision, encoder_precision
 
 SCENE_STEPS = 198
-CPU_BATCH_CHUNKS, GPU_BATCH_CHUNKS = 32, 512
 
 
 class AudioMLPEmbedder:
@@ -127,49 +123,10 @@ class AudioMLPEmbedder:
 
 
 @dataclass
-class ShardEmbedder:
-    """list[Clip] -> ([ClipFeatures], [(fname, reason)]) for bow.io.sharded: clips decoded ahead
-    in threads (bow.audio.readahead), embedded ``batch_clips`` at a time; picklable (each
-    process loads the checkpoint on first use). ``batch_chunks`` None: 32 on the CPU, 512 on
-    CUDA."""
-    checkpoint: Path
-    vocabulary: list[str]
-    scene_algorithm: str = "iterative"
-    batch_clips: int = 32
-    batch_chunks: int | None = None
-    precision: str = "fp32"
-    device: str = "cpu"
-    decode_threads: int | None = None
-    _embedder: AudioMLPEmbedder | None = field(default=None, repr=False)
+class ShardEmbedder(FrameShardEmbedder):
+    """Audio-MLP's shard worker for bow.io.sharded (bow.kwmlp.embed.FrameShardEmbedder)."""
 
-    def __post_init__(self):
-        check_precision(self.precision, self.device)
-
-    def __getstate__(self):
-        return {**self.__dict__, "_embedder": None}
-
-    def embedder(self) -> AudioMLPEmbedder:
-        if self._embedder is None:
-            gpu = torch.device(self.device).type != "cpu"
-            batch = self.batch_chunks or (GPU_BATCH_CHUNKS if gpu else CPU_BATCH_CHUNKS)
-            encoder, scaling = load_checkpoint(self.checkpoint)
-            self._embedder = AudioMLPEmbedder(encoder, scaling, self.scene_algorithm, batch,
-                                              self.device, self.precision)
-        return self._embedder
-
-    def _embed(self, batch: list[tuple[Clip, np.ndarray]]) -> list[ClipFeatures]:
-        embedder = self.embedder()
-        return [ClipFeatures(fname=clip.fname, split=clip.split,
-                             labels=multi_hot(clip.labels, self.vocabulary),
-                             chunks=embedder.chunk_vectors(emb.frames, emb.timestamps, len(audio)),
-                             clip=emb.scene, frames=emb.frames, timestamps=emb.timestamps)
-                for (clip, audio), emb in zip(batch, embedder.embed([a for _, a in batch]))]
-
-    def __call__(self, clips: list[Clip]):
-        items, skipped = [], []
-        threads = self.decode_threads
-        if threads is None:
-            threads = default_threads(torch.device(self.device).type)
-        for batch in read_batches(clips, read_audio, self.batch_clips, threads, skipped):
-            items += self._embed(batch)
-        return items, skipped
+    def load(self, batch_chunks: int) -> AudioMLPEmbedder:
+        encoder, scaling = load_checkpoint(self.checkpoint)
+        return AudioMLPEmbedder(encoder, scaling, self.scene_algorithm, batch_chunks,
+                                self.device, self.precision)

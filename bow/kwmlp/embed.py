@@ -165,19 +165,20 @@ def chunk_vectors(frames: np.ndarray, timestamps: np.ndarray, n_samples: int,
 
 
 @dataclass
-class ShardEmbedder:
-    """list[Clip] -> ([ClipFeatures], [(fname, reason)]) for bow.io.sharded (module docstring).
-    ``batch_chunks`` None: 32 on the CPU, 512 on CUDA."""
+class FrameShardEmbedder:
+    """list[Clip] -> ([ClipFeatures], [(fname, reason)]) for bow.io.sharded: the shard worker of
+    the frame models (KW-MLP here, bow.audiomlp), clips decoded ahead in threads
+    (bow.audio.readahead) and embedded ``batch_clips`` at a time; picklable (each process loads
+    the checkpoint on first use, ``load``). ``batch_chunks`` None: 32 on the CPU, 512 on CUDA."""
     checkpoint: Path
     vocabulary: list[str]
-    n_blocks: int | None = None
     scene_algorithm: str = "iterative"
     batch_clips: int = 32
     batch_chunks: int | None = None
     precision: str = "fp32"
     device: str = "cpu"
     decode_threads: int | None = None
-    _embedder: KWMLPEmbedder | None = field(default=None, repr=False)
+    _embedder: object = field(default=None, repr=False)
 
     def __post_init__(self):
         check_precision(self.precision, self.device)
@@ -185,13 +186,15 @@ class ShardEmbedder:
     def __getstate__(self):
         return {**self.__dict__, "_embedder": None}
 
-    def embedder(self) -> KWMLPEmbedder:
+    def load(self, batch_chunks: int):
+        """The model's embedder (``embed``, ``chunk_vectors``) from ``checkpoint``."""
+        raise NotImplementedError
+
+    def embedder(self):
         if self._embedder is None:
             gpu = torch.device(self.device).type != "cpu"
-            batch = self.batch_chunks or (GPU_BATCH_CHUNKS if gpu else CPU_BATCH_CHUNKS)
-            self._embedder = KWMLPEmbedder(load_checkpoint(self.checkpoint), self.n_blocks,
-                                           self.scene_algorithm, batch, self.device,
-                                           self.precision)
+            self._embedder = self.load(self.batch_chunks or
+                                       (GPU_BATCH_CHUNKS if gpu else CPU_BATCH_CHUNKS))
         return self._embedder
 
     def _embed(self, batch: list[tuple[Clip, np.ndarray]]) -> list[ClipFeatures]:
@@ -210,3 +213,14 @@ class ShardEmbedder:
         for batch in read_batches(clips, read_audio, self.batch_clips, threads, skipped):
             items += self._embed(batch)
         return items, skipped
+
+
+@dataclass
+class ShardEmbedder(FrameShardEmbedder):
+    """KW-MLP's shard worker (FrameShardEmbedder; module docstring); ``n_blocks``: embeddings
+    after that many blocks (None: all)."""
+    n_blocks: int | None = None
+
+    def load(self, batch_chunks: int) -> KWMLPEmbedder:
+        return KWMLPEmbedder(load_checkpoint(self.checkpoint), self.n_blocks,
+                             self.scene_algorithm, batch_chunks, self.device, self.precision)
