@@ -24,19 +24,15 @@ checkpoint is our own pretraining's.
 """
 from __future__ import annotations
 
-import contextlib
-import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
 from bow.audiomlp.embed import SCENE_STEPS, ShardEmbedder
 from bow.audiomlp.model import load_checkpoint
 from bow.config import choose, option
-from bow.data.clips import clips_fingerprint
-from bow.data.datasets import load_dataset
-from bow.io.sharded import embed_to_store, remove_leftovers
-from bow.io.stage import InputError, file_digest, locked, stage_fingerprint
-from bow.io.store import describe, lock_dir, read_skipped, store_fingerprint
+from bow.io.sharded import embed_with_checkpoint
+from bow.io.stage import InputError
+from bow.io.store import describe, read_skipped, store_fingerprint
 from bow.kwmlp.scene import ALGORITHMS
 from bow.runtime import PRECISIONS, resolve_device
 from pipelines import cli, layout
@@ -77,20 +73,9 @@ def run(data: Path, artifacts: Path, config: EmbedAudioMLPConfig = EmbedAudioMLP
         threads: int | None = None, scheduler: str | None = None) -> Path:
     """Embed every clip into ``<artifacts>/stores/audiomlp.h5``; skip when nothing changed."""
     ckpt = checkpoint_path(artifacts, config)
-    out = layout.audiomlp_store(artifacts)
-    with contextlib.ExitStack() as locks:
-        own = layout.audiomlp(artifacts)
-        if own.is_dir() and ckpt.resolve().parent == own.resolve():  # pretrain_audiomlp's
-            locks.enter_context(locked(own, "embed_audiomlp", shared=True))
-        locks.enter_context(locked(lock_dir(out), "embed_audiomlp"))
+
+    def prepare(dataset):
         encoder, scaling = load_checkpoint(ckpt)   # fail early, before any shard
-        dataset = load_dataset(data)
-        inputs = {"checkpoint_sha256": file_digest(ckpt),
-                  "clips": clips_fingerprint(dataset.clips), "invalid": dataset.invalid}
-        fingerprint = stage_fingerprint(dataclasses.replace(config, checkpoint=None), inputs)
-        if store_fingerprint(out) == fingerprint:
-            remove_leftovers(out)
-            return out
         width = SCENE_STEPS * encoder.embed_dim
         resolved = {"embed_audiomlp": config, "checkpoint": str(ckpt),
                     "input_scaling": scaling.kind, "bottleneck_act": encoder.bottleneck_act,
@@ -100,15 +85,15 @@ def run(data: Path, artifacts: Path, config: EmbedAudioMLPConfig = EmbedAudioMLP
                                    f"({width})",
                     "chunk_vectors": f"{config.scene_algorithm} scene embedding of the frames "
                                      f"centred in each 1 s chunk ({width})"}
-        embedder = ShardEmbedder(ckpt, dataset.vocabulary, config.scene_algorithm,
-                                 config.batch_clips, config.batch_chunks, config.precision,
-                                 str(resolve_device(device)))
-        embed_to_store(dataset.clips, embedder, out, vocabulary=dataset.vocabulary,
-                       kind="audiomlp", config=resolved, fingerprint=fingerprint,
-                       upstream={"checkpoint_sha256": inputs["checkpoint_sha256"]},
-                       shard_size=config.shard_size, extra_skipped=dataset.invalid,
-                       progress=progress, jobs=jobs, threads=threads, scheduler=scheduler)
-    return out
+        return resolved, ShardEmbedder(ckpt, dataset.vocabulary, config.scene_algorithm,
+                                       config.batch_clips, config.batch_chunks, config.precision,
+                                       str(resolve_device(device)))
+
+    return embed_with_checkpoint("embed_audiomlp", "audiomlp", data, ckpt,
+                                 layout.audiomlp(artifacts), layout.audiomlp_store(artifacts),
+                                 config, prepare, shard_size=config.shard_size,
+                                 progress=progress, jobs=jobs, threads=threads,
+                                 scheduler=scheduler)
 
 
 def _work(args, cfg: EmbedAudioMLPConfig):

@@ -23,17 +23,13 @@ on ``<artifacts>/kwmlp/`` when the checkpoint is our own pretraining's.
 """
 from __future__ import annotations
 
-import contextlib
-import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
 from bow.config import choose, option
-from bow.data.clips import clips_fingerprint
-from bow.data.datasets import load_dataset
-from bow.io.sharded import embed_to_store, remove_leftovers
-from bow.io.stage import InputError, file_digest, locked, stage_fingerprint
-from bow.io.store import describe, lock_dir, read_skipped, store_fingerprint
+from bow.io.sharded import embed_with_checkpoint
+from bow.io.stage import InputError
+from bow.io.store import describe, read_skipped, store_fingerprint
 from bow.kwmlp.embed import ShardEmbedder
 from bow.kwmlp.model import load_checkpoint
 from bow.kwmlp.scene import ALGORITHMS
@@ -78,38 +74,26 @@ def run(data: Path, artifacts: Path, config: EmbedKWMLPConfig = EmbedKWMLPConfig
         threads: int | None = None, scheduler: str | None = None) -> Path:
     """Embed every clip into ``<artifacts>/stores/kwmlp.h5``; skip when nothing changed."""
     ckpt = checkpoint_path(artifacts, config)
-    out = layout.kwmlp_store(artifacts)
-    with contextlib.ExitStack() as locks:
-        own = layout.kwmlp(artifacts)
-        if own.is_dir() and ckpt.resolve().parent == own.resolve():  # pretrain_kwmlp's output
-            locks.enter_context(locked(own, "embed_kwmlp", shared=True))
-        locks.enter_context(locked(lock_dir(out), "embed_kwmlp"))
+
+    def prepare(dataset):
         model = load_checkpoint(ckpt)           # fail early, before any shard, on a bad file
         if config.blocks is not None and not 1 <= config.blocks <= model.depth:
             raise InputError(f"--blocks {config.blocks}: the checkpoint has {model.depth} "
                              "blocks")
-        dataset = load_dataset(data)
-        inputs = {"checkpoint_sha256": file_digest(ckpt),
-                  "clips": clips_fingerprint(dataset.clips), "invalid": dataset.invalid}
-        fingerprint = stage_fingerprint(dataclasses.replace(config, checkpoint=None), inputs)
-        if store_fingerprint(out) == fingerprint:
-            remove_leftovers(out)
-            return out
         resolved = {"embed_kwmlp": config, "checkpoint": str(ckpt), "depth": model.depth,
                     "frames": "timestamp embeddings (T, 64) of the authors' package, 10 ms hop",
                     "clip_vector": f"{config.scene_algorithm} scene embedding of the clip "
                                    "(1024)",
                     "chunk_vectors": f"{config.scene_algorithm} scene embedding of the frames "
                                      "centred in each 1 s chunk (1024)"}
-        embedder = ShardEmbedder(ckpt, dataset.vocabulary, config.scene_algorithm,
-                                 config.batch_clips, config.batch_chunks, config.precision,
-                                 str(resolve_device(device)), n_blocks=config.blocks)
-        embed_to_store(dataset.clips, embedder, out, vocabulary=dataset.vocabulary,
-                       kind="kwmlp", config=resolved, fingerprint=fingerprint,
-                       upstream={"checkpoint_sha256": inputs["checkpoint_sha256"]},
-                       shard_size=config.shard_size, extra_skipped=dataset.invalid,
-                       progress=progress, jobs=jobs, threads=threads, scheduler=scheduler)
-    return out
+        return resolved, ShardEmbedder(ckpt, dataset.vocabulary, config.scene_algorithm,
+                                       config.batch_clips, config.batch_chunks, config.precision,
+                                       str(resolve_device(device)), n_blocks=config.blocks)
+
+    return embed_with_checkpoint("embed_kwmlp", "kwmlp", data, ckpt, layout.kwmlp(artifacts),
+                                 layout.kwmlp_store(artifacts), config, prepare,
+                                 shard_size=config.shard_size, progress=progress, jobs=jobs,
+                                 threads=threads, scheduler=scheduler)
 
 
 def _work(args, cfg: EmbedKWMLPConfig):

@@ -11,20 +11,19 @@ if alone. Our own checkpoints carry their input scaling, which the model applies
 clips go to bow.audiomlp.embed in groups of at most ``group_chunks`` 1 s chunks (256; a longer
 clip alone), ``batch_chunks`` chunks per encoder call, as bow.hear.kwmlp does; what grows with
 a clip is its audio, its (100 s - 2, 8) frame sequence (3.2 KB per second) and the output.
+The two embedding functions are bow.hear.kwmlp's, which work on any model with an ``embedder``.
 """
 from __future__ import annotations
 
-import numpy as np
-import torch
 from torch import nn
 
 from bow.audio.load import SAMPLE_RATE
 from bow.audiomlp.embed import SCENE_STEPS, AudioMLPEmbedder
 from bow.audiomlp.model import AudioMLPEncoder, load_checkpoint
 from bow.audiomlp.scaling import InputScaling
-from bow.hear import check_audio
-from bow.hear.kwmlp import GROUP_CHUNKS, clip_groups
-from bow.kwmlp.embed import n_timestamps, timestamps_ms
+from bow.hear.kwmlp import GROUP_CHUNKS, get_scene_embeddings, get_timestamp_embeddings
+
+__all__ = ["load_model", "get_timestamp_embeddings", "get_scene_embeddings"]
 
 
 class AudioMLPModel(nn.Module):
@@ -43,6 +42,10 @@ class AudioMLPModel(nn.Module):
         self.timestamp_embedding_size = int(encoder.embed_dim)
         self.scene_embedding_size = SCENE_STEPS * self.timestamp_embedding_size
 
+    def embedder(self, device) -> AudioMLPEmbedder:
+        batch = {} if self.batch_chunks is None else {"batch_chunks": self.batch_chunks}
+        return AudioMLPEmbedder(self.encoder, self.scaling, device=device, **batch)
+
 
 def load_model(model_file_path: str = "") -> AudioMLPModel:
     """The authors' ``audiomae.pth`` or pipelines.pretrain_audiomlp's ``best.pth``. Raises
@@ -51,33 +54,3 @@ def load_model(model_file_path: str = "") -> AudioMLPModel:
         raise ValueError("bow.hear.audiomlp needs a checkpoint: the authors' audiomae.pth or "
                          "artifacts/audiomlp/best.pth from python -m pipelines.pretrain_audiomlp")
     return AudioMLPModel(*load_checkpoint(model_file_path))
-
-
-def _embed(audio: torch.Tensor, model: AudioMLPModel):
-    """Yield (clip index, bow.kwmlp.embed.ClipEmbedding) for every clip of the batch."""
-    audio = check_audio(audio)
-    clips = audio.detach().to("cpu", torch.float32).numpy()
-    batch = {} if model.batch_chunks is None else {"batch_chunks": model.batch_chunks}
-    embedder = AudioMLPEmbedder(model.encoder, model.scaling, device=audio.device, **batch)
-    for group in clip_groups(clips.shape[1], clips.shape[0], model.group_chunks):
-        yield from zip(group, embedder.embed([clips[i] for i in group]))
-
-
-def get_timestamp_embeddings(audio: torch.Tensor, model: AudioMLPModel
-                             ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(n, samples) -> (n, T, 8) float32 embeddings and (n, T) float32 timestamps (ms)."""
-    n, samples = check_audio(audio).shape
-    out = torch.empty(n, n_timestamps(samples), model.timestamp_embedding_size)
-    for i, clip in _embed(audio, model):
-        out[i] = torch.from_numpy(clip.frames)
-    ts = torch.from_numpy(np.tile(timestamps_ms(samples), (n, 1)))
-    return out.to(audio.device), ts.to(audio.device)
-
-
-def get_scene_embeddings(audio: torch.Tensor, model: AudioMLPModel) -> torch.Tensor:
-    """(n, samples) -> (n, 1584) float32 scene embeddings."""
-    n, _ = check_audio(audio).shape
-    out = torch.empty(n, model.scene_embedding_size)
-    for i, clip in _embed(audio, model):
-        out[i] = torch.from_numpy(clip.scene)
-    return out.to(audio.device)

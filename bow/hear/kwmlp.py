@@ -42,6 +42,10 @@ class KWMLPModel(nn.Module):
         self.timestamp_embedding_size = int(encoder.to_patch_embed[1].out_features)
         self.scene_embedding_size = N_STEPS * self.timestamp_embedding_size
 
+    def embedder(self, device) -> KWMLPEmbedder:
+        batch = {} if self.batch_chunks is None else {"batch_chunks": self.batch_chunks}
+        return KWMLPEmbedder(self.encoder, device=device, **batch)
+
 
 def load_model(model_file_path: str = "") -> KWMLPModel:
     """A checkpoint in the authors' format (``{"model_state_dict": ...}``): their kwmlp.pth or
@@ -59,19 +63,19 @@ def clip_groups(n_samples: int, n: int, group_chunks: int) -> list[list[int]]:
     return [list(range(i, min(n, i + size))) for i in range(0, n, size)]
 
 
-def _embed(audio: torch.Tensor, model: KWMLPModel):
-    """Yield (clip index, bow.kwmlp.embed.ClipEmbedding) for every clip of the batch."""
+def _embed(audio: torch.Tensor, model):
+    """Yield (clip index, bow.kwmlp.embed.ClipEmbedding) for every clip of the batch; ``model``:
+    KWMLPModel or bow.hear.audiomlp's AudioMLPModel (``embedder(device)``, ``group_chunks``)."""
     audio = check_audio(audio)
     clips = audio.detach().to("cpu", torch.float32).numpy()
-    batch = {} if model.batch_chunks is None else {"batch_chunks": model.batch_chunks}
-    embedder = KWMLPEmbedder(model.encoder, device=audio.device, **batch)
+    embedder = model.embedder(audio.device)
     for group in clip_groups(clips.shape[1], clips.shape[0], model.group_chunks):
         yield from zip(group, embedder.embed([clips[i] for i in group]))
 
 
-def get_timestamp_embeddings(audio: torch.Tensor, model: KWMLPModel
-                             ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(n, samples) -> (n, T, 64) float32 embeddings and (n, T) float32 timestamps (ms)."""
+def get_timestamp_embeddings(audio: torch.Tensor, model) -> tuple[torch.Tensor, torch.Tensor]:
+    """(n, samples) -> (n, T, timestamp_embedding_size) float32 embeddings (64 for KW-MLP) and
+    (n, T) float32 timestamps (ms); ``model`` as in ``_embed``."""
     n, samples = check_audio(audio).shape
     out = torch.empty(n, n_timestamps(samples), model.timestamp_embedding_size)
     for i, clip in _embed(audio, model):
@@ -80,8 +84,8 @@ def get_timestamp_embeddings(audio: torch.Tensor, model: KWMLPModel
     return out.to(audio.device), ts.to(audio.device)
 
 
-def get_scene_embeddings(audio: torch.Tensor, model: KWMLPModel) -> torch.Tensor:
-    """(n, samples) -> (n, 1024) float32 scene embeddings."""
+def get_scene_embeddings(audio: torch.Tensor, model) -> torch.Tensor:
+    """(n, samples) -> (n, scene_embedding_size) float32 scene embeddings (1024 for KW-MLP)."""
     n, _ = check_audio(audio).shape
     out = torch.empty(n, model.scene_embedding_size)
     for i, clip in _embed(audio, model):

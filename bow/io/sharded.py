@@ -41,6 +41,8 @@ move), and GPU or reduced ``precision`` runs.
 """
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import shutil
 from pathlib import Path
 from typing import Callable
@@ -48,9 +50,10 @@ from typing import Callable
 import torch
 
 from bow import __version__
-from bow.data.datasets import Clip
-from bow.io.stage import remove_temporaries
-from bow.io.store import ClipFeatures, StoreError, merge, write_shard
+from bow.data.clips import clips_fingerprint
+from bow.data.datasets import Clip, Dataset, load_dataset
+from bow.io.stage import file_digest, locked, remove_temporaries, stage_fingerprint
+from bow.io.store import ClipFeatures, StoreError, lock_dir, merge, store_fingerprint, write_shard
 from bow.progress import progress as progress_bar
 
 EmbedShard = Callable[[list[Clip]], tuple[list[ClipFeatures], list[tuple[str, str]]]]
@@ -197,3 +200,31 @@ def embed_to_store(clips: list[Clip], embed_shard: EmbedShard, out_path: str | P
     merge([pre] + paths, out_path, vocabulary=vocabulary, kind=kind, config=config,
           fingerprint=fingerprint, upstream=upstream, code_version=__version__)
     remove_leftovers(out_path)
+
+
+def embed_with_checkpoint(stage: str, kind: str, data: Path, checkpoint: Path, own: Path,
+                          out: Path, config, prepare: Callable[[Dataset], tuple[dict, object]],
+                          **store_options) -> Path:
+    """The embed stage of a model read from a checkpoint (KW-MLP, Audio-MLP), writing ``out``.
+    Locks: exclusive on the store, shared on ``own`` (the model's pretraining folder) when the
+    checkpoint is in it. Fingerprint: ``config`` without its ``checkpoint`` path, the
+    checkpoint's SHA-256 and the clips; a store that has it is kept. Else ``prepare(dataset)``
+    -> (the resolved config written in the store, the shard embedder), then ``embed_to_store``
+    (``store_options``: shard_size, progress, jobs, threads, scheduler)."""
+    with contextlib.ExitStack() as locks:
+        if own.is_dir() and checkpoint.resolve().parent == own.resolve():
+            locks.enter_context(locked(own, stage, shared=True))
+        locks.enter_context(locked(lock_dir(out), stage))
+        dataset = load_dataset(data)
+        inputs = {"checkpoint_sha256": file_digest(checkpoint),
+                  "clips": clips_fingerprint(dataset.clips), "invalid": dataset.invalid}
+        fingerprint = stage_fingerprint(dataclasses.replace(config, checkpoint=None), inputs)
+        if store_fingerprint(out) == fingerprint:
+            remove_leftovers(out)
+            return out
+        resolved, embedder = prepare(dataset)
+        embed_to_store(dataset.clips, embedder, out, vocabulary=dataset.vocabulary, kind=kind,
+                       config=resolved, fingerprint=fingerprint,
+                       upstream={"checkpoint_sha256": inputs["checkpoint_sha256"]},
+                       extra_skipped=dataset.invalid, **store_options)
+    return out
