@@ -37,6 +37,7 @@ from bow.bagofwords.bundle import BundleError
 from bow.bagofwords.codebook import CodebookError
 from bow.config import ConfigError
 from bow.data.datasets import DatasetError
+from bow.environment import DependencyError
 from bow.hear.kit import KitError
 from bow.io.featureset import FeatureSetError
 from bow.io.stage import ArtifactError, InputError, LockedError
@@ -47,7 +48,7 @@ STRICT_EXIT = 3     # exit status of a --strict run that skipped inputs
 SHOW_SKIPPED = 10   # skipped inputs listed in a summary; the rest are counted
 USER_ERRORS = (AudioError, DatasetError, ArtifactError, LockedError, InputError, StoreError,
                FeatureSetError, CodebookError, BundleError, PrecisionError, DeviceError,
-               KitError)
+               KitError, DependencyError)
 
 
 def _parse_bool(text: str) -> bool:

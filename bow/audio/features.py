@@ -52,10 +52,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
-import torchaudio.functional as AF
 from torch import nn
 
 from bow.audio.load import SAMPLE_RATE
+from bow.environment import torchaudio
 
 HOP = 160
 AMIN = 1e-10
@@ -66,6 +66,13 @@ def _to_db(power: torch.Tensor, top_db: float) -> torch.Tensor:
     db = torch.log10(power.clamp_(min=AMIN)).mul_(10.0)
     peak = db.amax(dim=(1, 2), keepdim=True)
     return torch.maximum(db, peak - top_db)
+
+
+def _mel_fbank(n_fft: int, f_min: float, f_max: float, n_mels: int, norm: str | None,
+               mel_scale: str) -> torch.Tensor:
+    """torchaudio's (n_fft // 2 + 1, n_mels) mel filterbank."""
+    return torchaudio().functional.melscale_fbanks(n_fft // 2 + 1, f_min, f_max, n_mels,
+                                                   SAMPLE_RATE, norm=norm, mel_scale=mel_scale)
 
 
 def _frames(chunks: torch.Tensor, win: int, pad: int, window: torch.Tensor) -> torch.Tensor:
@@ -105,8 +112,7 @@ class LogMel(nn.Module):
         if hop_length != HOP:
             raise ValueError(f"hop_length must be {HOP}")
         self.n_fft, self.win, self.top_db = n_fft, win_length, top_db
-        fbank = AF.melscale_fbanks(n_fft // 2 + 1, f_min, f_max, n_mels, SAMPLE_RATE,
-                                   norm=None, mel_scale="htk").double().numpy()
+        fbank = _mel_fbank(n_fft, f_min, f_max, n_mels, None, "htk").double().numpy()
         small = 1 << int(np.ceil(np.log2(2 * win_length - 1)))
         self.n_small = min(small, n_fft)
         fb = fbank if self.n_small == n_fft else \
@@ -133,10 +139,10 @@ class MFCC(nn.Module):
         if hop_length != HOP:
             raise ValueError(f"hop_length must be {HOP}")
         self.n_fft, self.top_db = n_fft, top_db
-        fbank = AF.melscale_fbanks(n_fft // 2 + 1, 0.0, SAMPLE_RATE / 2, n_mels, SAMPLE_RATE,
-                                   norm="slaney", mel_scale="slaney")
+        fbank = _mel_fbank(n_fft, 0.0, SAMPLE_RATE / 2, n_mels, "slaney", "slaney")
         self.register_buffer("fbank", fbank, persistent=False)
-        self.register_buffer("dct", AF.create_dct(n_mfcc, n_mels, "ortho"), persistent=False)
+        dct = torchaudio().functional.create_dct(n_mfcc, n_mels, "ortho")
+        self.register_buffer("dct", dct, persistent=False)
         self.register_buffer("window", torch.hann_window(n_fft), persistent=False)
 
     def forward(self, chunks: torch.Tensor) -> torch.Tensor:
@@ -155,8 +161,7 @@ class PowerMel(nn.Module):
         if hop_length != HOP:
             raise ValueError(f"hop_length must be {HOP}")
         self.n_fft = n_fft
-        fbank = AF.melscale_fbanks(n_fft // 2 + 1, 0.0, SAMPLE_RATE / 2, n_mels, SAMPLE_RATE,
-                                   norm="slaney", mel_scale="slaney")
+        fbank = _mel_fbank(n_fft, 0.0, SAMPLE_RATE / 2, n_mels, "slaney", "slaney")
         self.register_buffer("fbank", fbank, persistent=False)
         self.register_buffer("window", torch.hann_window(n_fft), persistent=False)
 

@@ -39,7 +39,8 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 import torch
-import torchaudio.transforms as T
+
+from bow.environment import torchaudio
 
 SAMPLE_RATE = 16_000
 CHUNK_SAMPLES = SAMPLE_RATE  # 1 s
@@ -77,7 +78,8 @@ class _Resampler:
             raise AudioError(path, f"unsupported sample rate {orig_rate} Hz (resampling it to "
                                    f"{SAMPLE_RATE} Hz needs a {self.n}x{2 * width + self.o} "
                                    "kernel); convert the file to a common rate")
-        self.resample = T.Resample(int(orig_rate), SAMPLE_RATE, dtype=torch.float32)
+        self.resample = torchaudio().transforms.Resample(int(orig_rate), SAMPLE_RATE,
+                                                         dtype=torch.float32)
         self.ctx = (width // self.o + 1) * self.o
         self.piece = max(1, RESAMPLE_PIECE // self.o) * self.o
         self.pending = [np.zeros(self.ctx, np.float32)]  # left context (zeros) + unprocessed
