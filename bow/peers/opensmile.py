@@ -19,9 +19,10 @@ Decisions (measured with opensmile 2.6.0 on the development machine):
 * Chunks are exactly the other stores' (``bow.audio.load.chunk``: same tail rule, the last one
   zero-padded to 1 s), each run through openSMILE on its own, so a store's chunk rows join the
   bag of words' row by row. openSMILE sets up its whole pipeline for every signal (~50 ms here),
-  so a clip of n chunks costs n + 1 set-ups besides ~2x its audio in processing.
+  so a clip of n chunks costs n + 1 set-ups: the chunk rows took 2.5 times the CPU time of the
+  clip's own functionals (benchmarks.opensmile_speed, README).
 * Input is clipped to [-1, 32767/32768]: the package scales by 32768 and casts to int16
-  without clipping, so a float sample of 1.0 or more would wrap around to -1.
+  without clipping, so samples beyond would wrap around (1.0 became -1 and 1.5 became -0.5).
 * A signal shorter than ``MIN_SAMPLES`` (960 = 60 ms, openSMILE's longest analysis window: F0
   and voice quality; the other LLDs use 20 ms) is zero-padded to it. Below it openSMILE emits no
   frame and the package fills the functionals with NaN (959 samples: all 6,373 NaN; 960: none).
