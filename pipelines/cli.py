@@ -13,8 +13,8 @@ print its summary, list the skipped inputs, exit. Exit statuses, decided here on
 * 0: done (or up to date);
 * 1: an error a user can cause (``USER_ERRORS``: another run holding the folder's lock, a
   missing or damaged checkpoint, store, bundle or data set, inputs a stage cannot use, a device
-  that is not there, the HEAR evaluation kit missing or failing): ``<stage>: error:
-  <message>`` on stderr, no traceback. Bugs still show theirs;
+  that is not there, the HEAR evaluation kit missing or failing, the opensmile extra missing):
+  ``<stage>: error: <message>`` on stderr, no traceback. Bugs still show theirs;
 * 2: a bad option or configuration file;
 * 3 (``STRICT_EXIT``), with ``--strict``: some input was skipped (unreadable audio, labels
   outside the vocabulary...). The outputs are written in full either way: --strict is a check
@@ -48,7 +48,7 @@ STRICT_EXIT = 3     # exit status of a --strict run that skipped inputs
 SHOW_SKIPPED = 10   # skipped inputs listed in a summary; the rest are counted
 USER_ERRORS = (AudioError, DatasetError, ArtifactError, LockedError, InputError, StoreError,
                FeatureSetError, CodebookError, BundleError, PrecisionError, DeviceError,
-               KitError, DependencyError)
+               KitError, DependencyError)   # DependencyError: also openSMILE missing
 
 
 def _parse_bool(text: str) -> bool:

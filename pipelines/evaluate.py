@@ -3,9 +3,9 @@
     python -m pipelines.evaluate --artifacts DIR [--run NAME] [--data DATASET] [head options]
 
 Feature sets: by default every store in ``DIR/stores`` (bow.h5, bow-random.h5 (the
-random-encoder control), kwmlp.h5, audiomlp.h5, then any other ``*.h5`` there), plus
-``bow+kwmlp`` and ``bow+audiomlp`` (the stores concatenated chunk by chunk) when both of their
-stores exist; ``--feature-sets bow,kwmlp,bow+kwmlp``
+random-encoder control), kwmlp.h5, audiomlp.h5, the openSMILE peer's opensmile.h5, then any
+other ``*.h5`` there), plus ``bow+kwmlp``, ``bow+audiomlp`` and ``bow+opensmile`` (the stores
+concatenated chunk by chunk) when both stores exist; ``--feature-sets bow,kwmlp,bow+kwmlp``
 chooses (names are store file names without .h5, joined with + to concatenate). Every feature
 set gets the same splits and head settings (``bow.heads.protocols``): the ``splits`` protocol when
 some clip is in ``--eval-splits`` (FSD50K: train / early stop on val / score eval), else k-fold
@@ -40,7 +40,8 @@ class EvaluateConfig(HeadConfig):
                            "(integer-named folds)")
     feature_sets: tuple[str, ...] = option((), "store names without .h5, + joins stores "
                                            "(default: every store, and bow+kwmlp, "
-                                           "bow+audiomlp when their stores exist)")
+                                           "bow+audiomlp, bow+opensmile when their stores "
+                                           "exist)")
 
     def __post_init__(self):
         super().__post_init__()

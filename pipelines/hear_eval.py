@@ -12,7 +12,8 @@ task scored in DIR into DIR/scores.csv (one row per model, task and metric) and 
 (one line per model and task: mean ± std over the test folds, the grid, wall times, load).
 
 Each model gets its own folder, DIR/embeddings/NAME (NAME: ``--name``, default the model file's
-stem and 8 hex digits of its SHA-256), so two bundles of bow.hear.bow never share embeddings;
+stem and 8 hex digits of its SHA-256, or the module's last part for a module without a model
+file, e.g. ``opensmile``), so two bundles of bow.hear.bow never share embeddings;
 a NAME already used by another model is refused. Reruns reuse the embeddings while the task
 folder is unchanged, and the predictions while the grid is also the same. The kit's output is
 in DIR/logs/. ``--threads`` sets the kit's OpenMP/MKL threads (default: its own, every core);
@@ -44,9 +45,10 @@ from pipelines import cli, layout
 class HearEvalConfig:
     """Which model to score, and the kit's model search."""
     module: str = option("bow.hear.kwmlp", "HEAR API module (bow.hear.kwmlp, "
-                         "bow.hear.audiomlp, bow.hear.bow or any other the kit can import)")
+                         "bow.hear.audiomlp, bow.hear.bow, bow.hear.opensmile or any other the "
+                         "kit can import)")
     model: str | None = option(None, "model file for the module's load_model (kwmlp.pth, "
-                               "audiomae.pth, a bundle .npz)")
+                               "audiomae.pth, a bundle .npz; none for bow.hear.opensmile)")
     model_options: str = option("{}", "JSON keyword arguments for load_model")
     name: str | None = option(None, "this model's name in folders and tables (default: the "
                               "model file's stem + 8 hex digits of its SHA-256)")

@@ -3,8 +3,8 @@
     <artifacts>/
       autoencoders[-<kind>]/{family}.pt ...   train_autoencoders (kind: the control, e.g. random)
       codebooks[-<kind>]/{family}.npz ...     fit_codebooks
-      stores/bow[-<kind>].h5, kwmlp.h5,       embed, embed_kwmlp, embed_audiomlp
-        audiomlp.h5                           (+ .<name>.lock/ folders)
+      stores/bow[-<kind>].h5, kwmlp.h5,       embed, embed_kwmlp, embed_audiomlp,
+        audiomlp.h5, opensmile.h5             embed_opensmile (+ .<name>.lock/ folders)
       kwmlp/best.pth, best.json, last.pt      pretrain_kwmlp; kwmlp/keywords/ its data view
       audiomlp/best.pth, best.json, last.pt   pretrain_audiomlp; audiomlp/powermel-*.npy its
                                               cache of the chunks' power mel
@@ -76,6 +76,11 @@ def kwmlp_best(artifacts: Path) -> Path:
 
 def audiomlp_store(artifacts: Path) -> Path:
     return stores(artifacts) / "audiomlp.h5"
+
+
+def opensmile_store(artifacts: Path) -> Path:
+    """The openSMILE peer's store (pipelines.embed_opensmile)."""
+    return stores(artifacts) / "opensmile.h5"
 
 
 def audiomlp(artifacts: Path) -> Path:

@@ -7,7 +7,9 @@ of a run: the one given, else our own pretraining on the training clips with the
 (keyword classification needs one: a labels.csv view of those clips, linking to the audio, is
 written to ``kwmlp/keywords/``); ``audiomlp_checkpoint`` likewise gives the Audio-MLP checkpoint:
 the one given, else our own pretraining on the run's training clips (no labels needed);
-``dataset_folder`` is ``--data`` or the built-in dataset.
+``opensmile_stage`` runs the openSMILE peer's embed stage when the run has it, else says in one
+line why not; ``n_stages`` counts a run's stages; ``dataset_folder`` is ``--data`` or the
+built-in dataset.
 """
 from __future__ import annotations
 
@@ -20,8 +22,10 @@ from bow.data.datasets import Dataset
 from bow.data.synth import make_default_dataset
 from bow.io.stage import InputError, read_fingerprint
 from bow.io.store import store_fingerprint
+from bow.peers import opensmile
 from pipelines import (
     embed,
+    embed_opensmile,
     fit_codebooks,
     layout,
     pretrain_audiomlp,
@@ -149,3 +153,27 @@ def audiomlp_checkpoint(stages: Stages, data: Path, artifacts: Path, config: Run
     return stages("pretrain_audiomlp", "our own Audio-MLP autoencoder on the training clips",
                   lambda: pretrain_audiomlp.run(data, artifacts, cfg, device, progress),
                   lambda: read_fingerprint(layout.audiomlp(artifacts)))
+
+
+def opensmile_stage(stages: Stages, data: Path, artifacts: Path, config: RunConfig, device: str,
+                    progress: bool, log) -> Path | None:
+    """The openSMILE peer's store (pipelines.embed_opensmile, done or skipped here) when the run
+    has the peer (``config.opensmile``); else None, after one line saying why it is left out."""
+    if not config.opensmile:
+        why = "--no-opensmile" if opensmile.available() else opensmile.MISSING
+        log(f"openSMILE peer skipped: {why}")
+        return None
+    return stages("embed_opensmile", f"openSMILE {opensmile.FEATURE_SET} functionals of every "
+                  "clip and 1 s chunk (the classic peer)",
+                  lambda: embed_opensmile.run(data, artifacts, config.embed_opensmile, device,
+                                              progress),
+                  lambda: store_fingerprint(layout.opensmile_store(artifacts)))
+
+
+def n_stages(config: RunConfig) -> int:
+    """The stages pipelines.run counts: train_autoencoders, fit_codebooks and embed per arm;
+    pretrain_kwmlp (without a checkpoint), embed_kwmlp, pretrain_audiomlp (likewise),
+    embed_audiomlp; embed_opensmile when the run has the peer; evaluate; one per sweep."""
+    models = (2 if config.kwmlp_checkpoint is None else 1) + \
+        (2 if config.audiomlp_checkpoint is None else 1)
+    return 3 * len(config.encoders) + models + int(config.opensmile) + 1 + len(config.sweeps)

@@ -21,8 +21,11 @@ second run is fast and a killed run resumes where it stopped):
   9. pretrain_audiomlp    only without --audiomlp-checkpoint: our own Audio-MLP autoencoder,
                           trained on the training clips (labels unused) -> audiomlp/best.pth
   10. embed_audiomlp      -> stores/audiomlp.h5
-  11. evaluate            heads on every arm, kwmlp, audiomlp, bow+kwmlp and bow+audiomlp
-                          -> reports/<run>/
+  11. embed_opensmile     the openSMILE peer, when the opensmile package is installed (else one
+                          line says it was skipped; --no-opensmile leaves it out)
+                          -> stores/opensmile.h5
+  12. evaluate            heads on every arm, kwmlp, audiomlp, opensmile (with the peer), and
+                          the main arm joined with each -> reports/<run>/
 then the run's own section is added to reports/<run>/report.md (pipelines.run_report: stage
 table, autoencoder and codebook figures, KW-MLP provenance, sweep plots or commands), and the
 results table and the report's path are printed.
@@ -32,7 +35,7 @@ With ``--preset quick`` (the default on the built-in dataset) the run also does 
 (pipelines.sweep: mAP against D in {16, 64, 256}, and against the masking probability p) and
 links their plots; the other sweeps are listed as commands that reuse this run's stages.
 Options: ``--strict`` exits with status 3 when some input was skipped (unreadable audio, labels
-outside the vocabulary), as the stages do; ``--no-sweeps``; ``--threads N``.
+outside the vocabulary), as the stages do; ``--no-sweeps``; ``--no-opensmile``; ``--threads N``.
 """
 from __future__ import annotations
 
@@ -50,6 +53,8 @@ from pipelines.orchestrate import (
     bow_stages,
     dataset_folder,
     kwmlp_checkpoint,
+    n_stages,
+    opensmile_stage,
 )
 from pipelines.run_config import RunConfig, add_run_options, config_from_run_args
 
@@ -81,10 +86,7 @@ def run(data: Path | None, artifacts: Path, config: RunConfig = RunConfig(),
     counts = {s: len(dataset.select([s])) for s in dataset.splits}
     log(f"data: {data} ({dataset.layout} layout, {len(dataset.clips)} clips {counts}, "
         f"{len(dataset.vocabulary)} labels); preset: {config.preset}")
-    n_bow = 3 * len(config.encoders)                # train, fit codebooks, embed per arm
-    n_models = (3 if config.kwmlp_checkpoint is None else 2) + \
-        (2 if config.audiomlp_checkpoint is None else 1)
-    stages = Stages(n_bow + n_models + len(config.sweeps), log)
+    stages = Stages(n_stages(config), log)
     bow_stages(stages, data, artifacts, config, device, progress)
     ckpt = kwmlp_checkpoint(stages, artifacts, config, device, progress, dataset, log)
     cfg = config.stage("embed_kwmlp", checkpoint=str(ckpt))
@@ -96,7 +98,8 @@ def run(data: Path | None, artifacts: Path, config: RunConfig = RunConfig(),
     stages("embed_audiomlp", f"Audio-MLP embeddings from {ckpt}",
            lambda: embed_audiomlp.run(data, artifacts, cfg, device, progress),
            lambda: store_fingerprint(layout.audiomlp_store(artifacts)))
-    cfg = config.evaluate
+    opensmile_stage(stages, data, artifacts, config, device, progress, log)
+    cfg = config.evaluate_config()
     report = stages("evaluate", f"heads on {', '.join(cfg.feature_sets)}",
                     lambda: evaluate.run(data, artifacts, cfg, device, progress,
                                          run_name=config.run_name),

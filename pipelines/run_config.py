@@ -25,10 +25,16 @@ A TOML file (``--config``): a top-level ``encoder`` sets the main arm; top-level
 ``train_splits`` / ``val_splits`` / ``eval_splits`` apply to every stage that has them (e.g.
 ``train_splits = ["1", "2", "3"]`` for fold-named data), and one table per stage
 (``[train_autoencoders]``, ``[fit_codebooks]``, ``[embed]``, ``[pretrain_kwmlp]``,
-``[embed_kwmlp]``, ``[pretrain_audiomlp]``, ``[embed_audiomlp]``, ``[evaluate]``) holds that
-stage's options, applied over the preset. The run sets each arm's encoder kind, the KW-MLP and
-Audio-MLP checkpoints, the keyword view's splits and Audio-MLP's training splits (the heads'
-``train_splits``) itself (``RUN_OWNED``).
+``[embed_kwmlp]``, ``[pretrain_audiomlp]``, ``[embed_audiomlp]``, ``[embed_opensmile]``,
+``[evaluate]``) holds that stage's options, applied over the preset. The run sets each arm's
+encoder kind, the KW-MLP and Audio-MLP checkpoints, the keyword view's splits and Audio-MLP's
+training splits (the heads' ``train_splits``) itself (``RUN_OWNED``).
+
+The openSMILE peer (pipelines.embed_opensmile) runs when the optional ``opensmile`` package is
+installed (``RunConfig.opensmile``; ``--no-opensmile`` leaves it out): the store ``opensmile``
+and the fusion of the main arm with it are then evaluated after Audio-MLP's
+(``RunConfig.evaluate_config``), unless the TOML's ``[evaluate]`` chooses the feature sets.
+``evaluate`` itself never lists them, so the sweeps' heads do not depend on the package.
 
 Threads: the quick preset runs torch and faiss on one CPU thread unless --threads says
 otherwise: on the shared 2-core development machine one thread ran the whole quick run of the
@@ -48,10 +54,12 @@ import torch
 
 from bow.bagofwords.training import DEFAULT_ENCODER, ENCODERS
 from bow.config import ConfigError, choose
+from bow.peers import opensmile as peer
 from pipelines.cli import read_toml, resolve
 from pipelines.embed import EmbedConfig
 from pipelines.embed_audiomlp import EmbedAudioMLPConfig
 from pipelines.embed_kwmlp import EmbedKWMLPConfig
+from pipelines.embed_opensmile import EmbedOpenSmileConfig
 from pipelines.evaluate import EvaluateConfig
 from pipelines.fit_codebooks import FitCodebooksConfig
 from pipelines.layout import bow_name
@@ -62,7 +70,8 @@ from pipelines.train_autoencoders import TrainAutoencodersConfig
 STAGES = {"train_autoencoders": TrainAutoencodersConfig, "fit_codebooks": FitCodebooksConfig,
           "embed": EmbedConfig, "pretrain_kwmlp": PretrainKWMLPConfig,
           "embed_kwmlp": EmbedKWMLPConfig, "pretrain_audiomlp": PretrainAudioMLPConfig,
-          "embed_audiomlp": EmbedAudioMLPConfig, "evaluate": EvaluateConfig}
+          "embed_audiomlp": EmbedAudioMLPConfig, "embed_opensmile": EmbedOpenSmileConfig,
+          "evaluate": EvaluateConfig}
 SPLIT_KEYS = ("train_splits", "val_splits", "eval_splits")
 RUN_OWNED = {"train_autoencoders": {"encoder"}, "fit_codebooks": {"encoder"},
              "embed": {"encoder"}, "embed_kwmlp": {"checkpoint"},
@@ -84,11 +93,12 @@ SWEEPS = {"default": (), "paper": (),
 MAIN_ENCODER = {"paper": "trained"}   # the presets' main arm; DEFAULT_ENCODER otherwise
 
 
-def feature_sets(encoder: str) -> tuple[str, ...]:
-    """The feature sets a run compares: its main arm, the controls, KW-MLP, Audio-MLP, and the
-    main arm joined with each of the two."""
+def feature_sets(encoder: str, opensmile: bool = False) -> tuple[str, ...]:
+    """The feature sets a run compares: its main arm, the controls, KW-MLP, Audio-MLP (and the
+    openSMILE peer), and the main arm joined with each of those models."""
     arms = [bow_name(encoder)] + [bow_name(k) for k in ENCODERS if k != encoder]
-    return (*arms, "kwmlp", "audiomlp", f"{arms[0]}+kwmlp", f"{arms[0]}+audiomlp")
+    models = ("kwmlp", "audiomlp") + (("opensmile",) if opensmile else ())
+    return (*arms, *models, *(f"{arms[0]}+{m}" for m in models))
 
 
 @dataclass(frozen=True)
@@ -103,16 +113,26 @@ class RunConfig:
     embed_kwmlp: EmbedKWMLPConfig = EmbedKWMLPConfig()
     pretrain_audiomlp: PretrainAudioMLPConfig = PretrainAudioMLPConfig()
     embed_audiomlp: EmbedAudioMLPConfig = EmbedAudioMLPConfig()
+    embed_opensmile: EmbedOpenSmileConfig = EmbedOpenSmileConfig()
     evaluate: EvaluateConfig = EvaluateConfig(feature_sets=feature_sets(DEFAULT_ENCODER))
     kwmlp_checkpoint: str | None = None   # authors'-format checkpoint; None: pretrain our own
     audiomlp_checkpoint: str | None = None   # the authors' audiomae.pth or ours; None: pretrain
     run_name: str = "default"
     config_file: str | None = None        # the TOML it was resolved from, for the report
     sweeps: tuple = ()                    # ((sweep name, grid), ...) run after evaluate
+    opensmile: bool = False               # run the openSMILE peer (module docstring)
 
     def stage(self, name: str, **changes):
         """The config of stage ``name`` with ``changes`` (e.g. encoder="random")."""
         return dataclasses.replace(getattr(self, name), **changes)
+
+    def evaluate_config(self) -> EvaluateConfig:
+        """The evaluate stage's config: ``evaluate``, with the openSMILE peer's feature sets
+        when the peer runs and the feature sets are the run's own (module docstring)."""
+        if self.opensmile and self.evaluate.feature_sets == feature_sets(self.encoder):
+            return dataclasses.replace(self.evaluate,
+                                       feature_sets=feature_sets(self.encoder, True))
+        return self.evaluate
 
     @property
     def encoders(self) -> tuple[str, ...]:
@@ -123,9 +143,11 @@ class RunConfig:
 def resolve_config(preset: str = "default", toml: dict | None = None,
                    kwmlp_checkpoint: str | None = None, run_name: str = "default",
                    config_file: str | None = None, sweeps: bool = True,
-                   audiomlp_checkpoint: str | None = None) -> RunConfig:
+                   audiomlp_checkpoint: str | None = None,
+                   opensmile: bool | None = None) -> RunConfig:
     """Preset values, then the TOML's top-level split keys and per-stage tables (see the module
-    docstring); ConfigError naming the key on an unknown or invalid option."""
+    docstring); ConfigError naming the key on an unknown or invalid option. ``opensmile`` None:
+    run the peer when the package is installed."""
     if preset not in PRESETS:
         raise ConfigError(f"--preset must be one of {sorted(PRESETS)} or auto, got {preset!r}")
     toml = dict(toml or {})
@@ -158,7 +180,9 @@ def resolve_config(preset: str = "default", toml: dict | None = None,
                   for name, grid in SWEEPS[preset]) if sweeps else ()
     return RunConfig(preset=preset, encoder=encoder, kwmlp_checkpoint=kwmlp_checkpoint,
                      audiomlp_checkpoint=audiomlp_checkpoint, run_name=run_name,
-                     config_file=config_file, sweeps=small, **configs)
+                     config_file=config_file, sweeps=small,
+                     opensmile=peer.available() if opensmile is None else opensmile,
+                     **configs)
 
 
 def add_run_options(parser: argparse.ArgumentParser, run_only: bool = True) -> None:
@@ -192,6 +216,9 @@ def add_run_options(parser: argparse.ArgumentParser, run_only: bool = True) -> N
                             help="report name: <artifacts>/reports/RUN")
         parser.add_argument("--no-sweeps", action="store_true",
                             help="skip the small sweeps the quick preset includes")
+        parser.add_argument("--no-opensmile", action="store_true",
+                            help="leave out the openSMILE peer (run by default when the "
+                                 "opensmile package is installed)")
 
 
 def config_from_run_args(args: argparse.Namespace) -> RunConfig:
@@ -208,4 +235,5 @@ def config_from_run_args(args: argparse.Namespace) -> RunConfig:
     return resolve_config(preset, toml, checkpoint, getattr(args, "run", "default"),
                           str(args.config) if args.config else None,
                           sweeps=not getattr(args, "no_sweeps", False),
-                          audiomlp_checkpoint=audiomlp)
+                          audiomlp_checkpoint=audiomlp,
+                          opensmile=False if getattr(args, "no_opensmile", False) else None)

@@ -14,6 +14,8 @@ section of an earlier run, from the ``MARKER`` line on, so reruns do not stack c
   (bow.report.figures.codebook_usage_plot, trained vs random encoders);
 * KW-MLP: the checkpoint given, or our own pretraining's accuracy and budget;
 * Audio-MLP: the checkpoint given, or our own pretraining's held-out loss, budget and curves;
+* openSMILE: the peer's store (its version, non-finite values stored as 0), or why it was left
+  out;
 * sweeps (pipelines.sweep): their plots when they have been run, else the commands.
 """
 from __future__ import annotations
@@ -21,6 +23,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import h5py
 import numpy as np
 
 from bow.bagofwords.model import load_encoder
@@ -29,6 +32,8 @@ from bow.heads.metrics import chance_map
 from bow.heads.protocols import scored_clips
 from bow.io.stage import atomic_path
 from bow.io.store import multi_hot
+from bow.peers import opensmile
+from bow.peers.embed import nonfinite_counts
 from bow.report.figures import (
     codebook_usage_plot,
     example_chunks,
@@ -83,6 +88,20 @@ def _audiomlp_text(artifacts: Path, config) -> str:
             f"{info['val_mean']:.4g} for predicting the per-band mean. For the authors' "
             "checkpoint give `--audiomlp-checkpoint audiomae.pth`.\n\n"
             "![Audio-MLP pretraining curves](../../audiomlp/curves.png)")
+
+
+def _opensmile_text(artifacts: Path, config) -> str:
+    if not config.opensmile:
+        return ("Not run: " + ("left out with `--no-opensmile`." if opensmile.available()
+                               else opensmile.MISSING + "."))
+    store = layout.opensmile_store(artifacts)
+    with h5py.File(store, "r") as f:
+        version = json.loads(f.attrs["upstream"])["opensmile"]
+    values, clips = nonfinite_counts(store)
+    return (f"The classic peer: openSMILE {version} {opensmile.FEATURE_SET} functionals "
+            f"({opensmile.N_FUNCTIONALS}) of every clip and of each of its 1 s chunks "
+            f"(`{store.name}`; {values} non-finite value(s) in {clips} clip(s) stored as 0). "
+            f"{opensmile.LICENCE}.")
 
 
 def sweep_options(data: Path, artifacts: Path, config) -> str:
@@ -158,6 +177,7 @@ def add_section(report: Path, data: Path, dataset, artifacts: Path, config,
         "![Codebook usage per family](codebook_usage.png)", "",
         "### KW-MLP", "", _kwmlp_text(artifacts, config), "",
         "### Audio-MLP", "", _audiomlp_text(artifacts, config), "",
+        "### openSMILE", "", _opensmile_text(artifacts, config), "",
         "### Sweeps", "", *_sweeps_text(artifacts, data, config)]
     text = report.read_text()
     text = text.split(MARKER)[0].rstrip("\n") + "\n\n" + "\n".join(section)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -59,6 +60,26 @@ def kwmlp_dir() -> Path:
 @pytest.fixture(scope="session")
 def audiomlp_dir() -> Path:
     return need_shared("audiomlp")
+
+
+@pytest.fixture(scope="session")
+def opensmile_package():
+    """The optional opensmile package (the openSMILE peer); skip without it (fail under CI)."""
+    from bow.peers import opensmile
+    if not opensmile.available():
+        message = f"{opensmile.MISSING}; the openSMILE peer's tests need it"
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+    return opensmile.require()
+
+
+@pytest.fixture
+def without_opensmile(monkeypatch):
+    """A machine without the opensmile package, simulated: importing it fails, nothing cached."""
+    from bow.peers import opensmile
+    monkeypatch.setitem(sys.modules, "opensmile", None)
+    monkeypatch.setattr(opensmile, "_SMILES", {})
 
 
 @pytest.fixture(scope="session")

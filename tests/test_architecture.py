@@ -11,7 +11,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 STAGES = ("train_autoencoders", "fit_codebooks", "embed", "embed_kwmlp", "pretrain_kwmlp",
           "evaluate", "train_heads", "export_bundle", "export_hear_task", "hear_eval",
-          "pretrain_audiomlp", "embed_audiomlp")
+          "pretrain_audiomlp", "embed_audiomlp", "embed_opensmile")
 
 
 def _modules() -> dict[str, Path]:

@@ -8,10 +8,10 @@ attribute is ``"bow"`` are marked as counts (``count_columns``): only those are 
 count-normalised by the heads; all other columns are only standardised.
 
 ``find_feature_sets`` names the feature sets of a folder of stores: every store (bow.h5,
-bow-random.h5 (the random-encoder control), kwmlp.h5, audiomlp.h5 first, then any other
-``*.h5``), plus ``bow+kwmlp`` and ``bow+audiomlp`` (concatenated chunk by chunk) when both of
-their stores exist; or those requested (store names without .h5, joined with + to
-concatenate).
+bow-random.h5 (the random-encoder control), kwmlp.h5, audiomlp.h5 and the openSMILE peer's
+opensmile.h5 first, then any other ``*.h5``), plus ``bow+kwmlp``, ``bow+audiomlp`` and
+``bow+opensmile`` (concatenated chunk by chunk) when both of their stores exist; or those
+requested (store names without .h5, joined with + to concatenate).
 """
 from __future__ import annotations
 
@@ -22,8 +22,8 @@ import numpy as np
 
 from bow.io.store import read
 
-STANDARD = ("bow", "bow-random", "kwmlp", "audiomlp")  # report order; then the others
-COMBINED = ("bow+kwmlp", "bow+audiomlp")
+STANDARD = ("bow", "bow-random", "kwmlp", "audiomlp", "opensmile")  # report order; then others
+COMBINED = ("bow+kwmlp", "bow+audiomlp", "bow+opensmile")
 
 
 class FeatureSetError(ValueError):

@@ -14,6 +14,8 @@ Schema (N clips, M chunks in all, C labels; README.md documents it for users):
     /chunks/offsets       (N + 1,)  int64  clip i owns chunk rows offsets[i]:offsets[i+1]
     /frames/vectors       (F, Df)   optional frame-level vectors (kwmlp: timestamp embeddings)
     /frames/timestamps    (F,)      float32 ms, with /frames/offsets (N + 1,)
+    /clips/<name>         (N,)      int64  optional per-clip integers (ClipFeatures.per_clip;
+                                    opensmile: nonfinite)
     /skipped/fname, /skipped/reason   (S,) str: clips that could not be embedded, and why
 
 Format versions: 1, bag-of-words chunk vectors always uint16; 2 (now), float32 with soft
@@ -66,6 +68,7 @@ class ClipFeatures:
     clip: np.ndarray                      # (Dc,) float32
     frames: np.ndarray | None = None      # (T, Df)
     timestamps: np.ndarray | None = None  # (T,) ms
+    per_clip: dict[str, int] | None = None  # integers stored as /clips/<name> (int64)
 
 
 @dataclass
@@ -154,6 +157,8 @@ def _shard_arrays(items: list[ClipFeatures], skipped) -> dict:
             arrays["frames/timestamps"] = np.concatenate(
                 [c.timestamps for c in items]).astype(np.float32)
             arrays["frames/offsets"] = _offsets([len(c.frames) for c in items])
+        for name in items[0].per_clip or {}:
+            arrays[f"clips/{name}"] = np.array([c.per_clip[name] for c in items], np.int64)
     return arrays
 
 

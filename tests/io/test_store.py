@@ -51,6 +51,21 @@ def test_shards_merge_to_one_store(tmp_path, frames):
         assert f["clips/fname"][0].decode() == "clip0"
 
 
+def test_per_clip_integers_follow_their_clips_across_shards(tmp_path):
+    items = [_clip(i, n) for i, n in enumerate([2, 1, 3])]
+    for i, item in enumerate(items):
+        item.per_clip = {"nonfinite": 7 * i}
+    write_shard(tmp_path / "s0.h5", items[:1])
+    write_shard(tmp_path / "s1.h5", [], [("bad.wav", "unreadable audio")])
+    write_shard(tmp_path / "s2.h5", items[1:])
+    merge([tmp_path / f"s{i}.h5" for i in range(3)], tmp_path / "store.h5", vocabulary=VOCAB,
+          kind="opensmile", config={}, fingerprint="abc", upstream={}, code_version="0")
+    with h5py.File(tmp_path / "store.h5") as f:
+        assert f["clips/nonfinite"].dtype == np.int64
+        assert f["clips/nonfinite"][()].tolist() == [0, 7, 14]
+    assert len(read(tmp_path / "store.h5")) == 3
+
+
 def test_stores_of_format_1_still_read(tmp_path, monkeypatch):
     """Stores written before issues 13 and 17: format version 1, lzf-compressed, uint16 counts."""
     items = [_clip(i, n) for i, n in enumerate([2, 1, 3])]

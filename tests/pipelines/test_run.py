@@ -14,8 +14,9 @@ from bow.bagofwords.training import DEFAULT_ENCODER, ENCODERS
 from bow.config import ConfigError
 from bow.data.datasets import load_dataset
 from bow.io.store import multi_hot
+from bow.peers import opensmile
 from pipelines import run_config, run_report
-from pipelines.orchestrate import keyword_view
+from pipelines.orchestrate import Stages, keyword_view, n_stages, opensmile_stage
 
 ROOT = Path(__file__).resolve().parents[2]
 BUDGETS = {"hidden", "epochs", "steps_per_epoch", "patience", "n_codes", "niter", "nredo",
@@ -65,6 +66,51 @@ def test_quick_preset_only_shrinks_budgets():
     assert run_config.resolve_config("quick", sweeps=False).sweeps == ()
 
 
+def test_the_opensmile_peer_joins_the_run_when_installed(monkeypatch):
+    for installed in (False, True):
+        monkeypatch.setattr(opensmile, "available", lambda: installed)
+        config = run_config.resolve_config("quick")
+        assert config.opensmile is installed
+        assert config.evaluate.feature_sets == run_config.feature_sets(DEFAULT_ENCODER)
+        sets = config.evaluate_config().feature_sets
+        if installed:                  # after the project's models; fused with the main arm
+            assert sets[sets.index("audiomlp") + 1] == "opensmile"
+            assert sets[-1] == "bow+opensmile" and len(sets) == 9
+        else:
+            assert sets == config.evaluate.feature_sets and len(sets) == 7
+    assert run_config.resolve_config("quick", opensmile=False).evaluate_config().feature_sets \
+        == run_config.feature_sets(DEFAULT_ENCODER)
+    chosen = run_config.resolve_config("quick", {"evaluate": {"feature_sets": ["bow"]}})
+    assert chosen.evaluate_config().feature_sets == ("bow",)     # a TOML's own list is kept
+    assert chosen.embed_opensmile == run_config.EmbedOpenSmileConfig()
+    assert run_config.resolve_config("quick", {"embed_opensmile": {"shard_size": 8}}) \
+        .embed_opensmile.shard_size == 8
+
+
+def test_stage_count_with_and_without_the_peer():
+    quick = run_config.resolve_config("quick", opensmile=False)
+    assert n_stages(quick) == 16                      # 9 bag of words, 5 models, evaluate, sweeps
+    assert n_stages(dataclasses.replace(quick, opensmile=True)) == 17
+    given = run_config.resolve_config("default", kwmlp_checkpoint="k.pth",
+                                      audiomlp_checkpoint="a.pth", opensmile=True)
+    assert n_stages(given) == 9 + 2 + 1 + 1
+
+
+@pytest.mark.parametrize("installed", [False, True])
+def test_a_run_without_the_peer_says_so_in_one_line(installed, without_opensmile, monkeypatch,
+                                                     tmp_path):
+    if installed:                                    # installed, but left out by the user
+        monkeypatch.setattr(opensmile, "available", lambda: True)
+    lines = []
+    stages = Stages(1, lines.append)
+    config = run_config.resolve_config("quick", opensmile=False if installed else None)
+    assert not config.opensmile
+    assert opensmile_stage(stages, tmp_path, tmp_path, config, "cpu", False, lines.append) is None
+    assert stages.done == [] and len(lines) == 1
+    assert lines[0] == "openSMILE peer skipped: " + (
+        "--no-opensmile" if installed else opensmile.MISSING)
+
+
 def test_toml_splits_and_stage_tables():
     config = run_config.resolve_config("quick", {
         "train_splits": ["1", "2", "3"], "eval_splits": ["5"],
@@ -107,6 +153,8 @@ def test_config_file_and_preset_from_the_command_line(tmp_path):
         config = parse(["--data", "x", "--threads", "2"])
         assert config.preset == "default" and config.sweeps == () and config.config_file is None
         assert torch.get_num_threads() == 2
+        assert config.opensmile is opensmile.available()
+        assert not parse(["--data", "x", "--no-opensmile"]).opensmile
     finally:
         torch.set_num_threads(threads[0])
         faiss.omp_set_num_threads(threads[1])
@@ -165,8 +213,11 @@ def _command(args, timeout=900):
     return proc.stdout
 
 
+PEER = opensmile.available()     # the run has the openSMILE peer when the package is installed
+
+
 def _check_report(report: Path, data: Path,
-                  features=run_config.feature_sets(DEFAULT_ENCODER)) -> dict:
+                  features=run_config.feature_sets(DEFAULT_ENCODER, PEER)) -> dict:
     """Every picture exists and is linked; every mAP is finite and above chance."""
     text = report.read_text()
     links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
@@ -199,6 +250,8 @@ def test_the_readme_main_command_on_the_built_in_dataset(tmp_path):
     assert "preset: quick" in out and "no --kwmlp-checkpoint: our own KW-MLP" in out
     assert "no --audiomlp-checkpoint: our own Audio-MLP" in out
     assert "| default | bow+audiomlp |" in out and "chance mAP on eval" in out
+    assert ("| default | bow+opensmile |" in out) is PEER
+    assert ("openSMILE peer skipped: " + opensmile.MISSING in out) is not PEER
     _check_report(report, art / "data" / "default")
     text = report.read_text()
     for name in ("codebook-size", "masking"):          # the quick run's small sweeps, linked
@@ -206,28 +259,34 @@ def test_the_readme_main_command_on_the_built_in_dataset(tmp_path):
     assert "python -m pipelines.sweep kwmlp-scene --artifacts" in text
     assert (art / "kwmlp" / "best.pth").is_file() and (art / "audiomlp" / "best.pth").is_file()
     assert "../../audiomlp/curves.png" in text
+    assert ("### openSMILE\n\nThe classic peer: openSMILE" in text) is PEER
     # a second run redoes nothing
     again = _command(["--artifacts", str(art)])
-    redone = re.findall(r"\n(\[\d+/16\] [^\n]*)\n +done", again)
-    assert again.count("up to date, skipped") == 16 + 3, redone  # + masking's upstream
+    n = 16 + PEER
+    redone = re.findall(rf"\n(\[\d+/{n}\] [^\n]*)\n +done", again)
+    assert again.count("up to date, skipped") == n + 3, redone  # + masking's upstream
     assert "| up to date | 0.0 (built in" in report.read_text()
     assert "done before" in again and report.is_file()
     rows = [line for line in out.splitlines() if line.startswith("| default")]
-    assert len(rows) == 7 and all(line in again for line in rows)
+    assert len(rows) == 7 + 2 * PEER and all(line in again for line in rows)
 
 
 @pytest.mark.slow
 def test_quick_run_on_fsd50k_mini_with_the_authors_checkpoint(fsd50k_mini_dir, kwmlp_dir,
                                                                audiomlp_dir, tmp_path):
     """The quick configuration on real FSD50K-layout audio; the authors' checkpoint instead of
-    our own pretraining and no sweeps keep it within the CI budget (both are covered above)."""
+    our own pretraining, no sweeps and no openSMILE peer (2,000 audio-seconds, minutes of
+    openSMILE) keep it within the CI budget (all three are covered above)."""
     art = tmp_path / "artifacts"
     out = _command(["--data", str(fsd50k_mini_dir), "--artifacts", str(art), "--preset",
                     "quick", "--no-sweeps", "--kwmlp-checkpoint", str(kwmlp_dir / "kwmlp.pth"),
-                    "--audiomlp-checkpoint", str(audiomlp_dir / "audiomae.pth")])
+                    "--audiomlp-checkpoint", str(audiomlp_dir / "audiomae.pth"),
+                    "--no-opensmile"])
     assert "pretrain" not in out and not (art / "kwmlp").exists()
     assert not (art / "audiomlp").exists()
+    assert "[12/12] evaluate" in out and not (art / "stores" / "opensmile.h5").exists()
+    assert "openSMILE peer skipped: " + ("--no-opensmile" if PEER else opensmile.MISSING) in out
     report = art / "reports" / "default" / "report.md"
-    _check_report(report, fsd50k_mini_dir)
+    _check_report(report, fsd50k_mini_dir, run_config.feature_sets(DEFAULT_ENCODER))
     assert f"Checkpoint given: `{kwmlp_dir / 'kwmlp.pth'}`" in report.read_text()
     assert f"Checkpoint given: `{audiomlp_dir / 'audiomae.pth'}`" in report.read_text()

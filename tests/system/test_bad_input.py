@@ -6,20 +6,29 @@ store's /skipped table and in the printed summary; the command exits 0, and 3 wi
 (the store is written all the same); no clip has partial rows. The training stages
 (train_autoencoders, fit_codebooks, pretrain_kwmlp) skip the bad training clips and report
 them. The labels.csv corpus holds the full 10-minute clip (read and embedded by embed and
-embed_kwmlp); the FSD50K one a 3 s version, plus a row whose label is outside the vocabulary.
+embed_kwmlp); the FSD50K one a 3 s version, plus a row whose label is outside the vocabulary
+(embed_opensmile runs on this one only).
 Tiny models (hidden width 32, a few steps, D = 16) keep the file near half a minute.
 """
 from __future__ import annotations
 
 import json
 
+import h5py
 import numpy as np
 import pytest
 
 from bow.audio.load import n_chunks, read_audio
 from bow.data.datasets import load_dataset
 from bow.io.store import read
-from pipelines import embed, embed_kwmlp, fit_codebooks, pretrain_kwmlp, train_autoencoders
+from pipelines import (
+    embed,
+    embed_kwmlp,
+    embed_opensmile,
+    fit_codebooks,
+    pretrain_kwmlp,
+    train_autoencoders,
+)
 from pipelines.cli import SHOW_SKIPPED, STRICT_EXIT
 from tests.conftest import check_counts
 from tests.corrupt import make_bad_corpus
@@ -163,6 +172,25 @@ def test_embed_kwmlp_store(corpus, lengths, kwmlp_dir, capsys):
     check_store(path, expectations, lengths)
     check_summary(capsys.readouterr().out, expectations, str(path))
     assert _exit_code(embed_kwmlp.main, argv) == 0
+
+
+def test_embed_opensmile_store(corpus, lengths, opensmile_package, capsys):
+    """The openSMILE peer on every case: silence, one sample and 20 ms (padded to openSMILE's
+    60 ms), a float file peaking at 2.0 (clipped for openSMILE) all give finite rows."""
+    data, expectations, artifacts = corpus
+    if "fsd50k" not in data.parent.name:
+        pytest.skip("the labels.csv corpus holds a 10-minute clip (a minute of openSMILE); "
+                    "the FSD50K one has every other case")
+    argv = _common(corpus) + ["--shard-size", "16"]
+    assert _exit_code(embed_opensmile.main, argv + ["--strict"]) == STRICT_EXIT
+    path = artifacts / "stores" / "opensmile.h5"
+    check_store(path, expectations, lengths)
+    out = capsys.readouterr().out
+    check_summary(out, expectations, str(path))
+    assert "0 non-finite openSMILE value(s)" in out
+    with h5py.File(path) as f:
+        assert not f["clips/nonfinite"][()].any()
+    assert _exit_code(embed_opensmile.main, argv) == 0
 
 
 def test_pretrain_kwmlp_skips_bad_clips(corpus, capsys):
