@@ -8,8 +8,10 @@ reading the files, chunks, front end, encoders, codebooks or scene embeddings, s
 and their merge) on a labels.csv copy (symbolic links) of the first ``--clips`` clips of
 ``--data``, in a fresh process, timed around the ``run`` call (the interpreter's start and the
 imports are not counted; the start of worker processes is). ``--runs`` lists the ways to use
-the CPU cores: ``JxT`` = J worker processes (``--jobs``) of T torch threads (``--threads``);
-``cuda:fp32``, ``cuda:tf32``, ``cuda:bf16`` run on the GPU (added by default when CUDA is there).
+the CPU cores: ``JxT`` = J worker processes (``--jobs``), the process started with T torch
+threads (since issue 23 every worker embeds on one thread, bow.io.sharded, so T changes only the
+floor's threads); ``cuda:fp32``, ``cuda:tf32``, ``cuda:bf16`` run on the GPU (added by default
+when CUDA is there).
 
 The floor (benchmarks.common): fp32 matmul FLOP/s measured with J x T threads (or on the GPU)
 right before and right after each run, while nothing else of ours runs, divided by the model's
@@ -37,7 +39,7 @@ load 2.6-4.6; 2-thread matmul floor 88-94 GFLOP/s, no faster than 1 thread), 400
   bag of words  1x1 59.3 audio-s/s (0.87 of the floor), 2x1 48.9 (0.74), 1x2 45.0 (0.63);
   KW-MLP        1x1 331 audio-s/s (0.33; 0.40 counting the padded chunks), 2x1 299 (0.28).
 Torch with 2 threads on this shared machine is erratic (KW-MLP 1x2: 27 audio-s/s): use
-``--jobs N --threads 1``.
+``--jobs N`` (every worker embeds on one thread since issue 23).
 """
 from __future__ import annotations
 
@@ -175,16 +177,14 @@ def _child(spec: dict) -> dict:
         out = layout.bow_store(art, cfg.encoder)
         out.unlink(missing_ok=True)
         start = time.perf_counter()
-        embed.run(data, art, cfg, device=spec["device"], progress=False, jobs=jobs,
-                  threads=threads)
+        embed.run(data, art, cfg, device=spec["device"], progress=False, jobs=jobs)
     else:
         cfg = embed_kwmlp.EmbedKWMLPConfig(checkpoint=spec["checkpoint"],
                                            precision=spec["precision"], **shards)
         out = layout.kwmlp_store(art)
         out.unlink(missing_ok=True)
         start = time.perf_counter()
-        embed_kwmlp.run(data, art, cfg, device=spec["device"], progress=False, jobs=jobs,
-                        threads=threads)
+        embed_kwmlp.run(data, art, cfg, device=spec["device"], progress=False, jobs=jobs)
     seconds, peak = time.perf_counter() - start, _rss_mib("VmHWM")
     with h5py.File(out, "r") as f:
         clips, skipped = len(f["clips/fname"]), len(f["skipped/fname"])

@@ -1,4 +1,4 @@
-"""Devices, seeds, and reduced-precision inference (``--precision``).
+"""Devices, seeds, reduced-precision inference (``--precision``), one-thread kernels.
 
 ``--precision`` of the embedding stages (default ``fp32``):
 
@@ -30,6 +30,43 @@ import contextlib
 
 import numpy as np
 import torch
+
+KERNEL_THREADS = 1   # torch intra-op threads of every embedding kernel (``one_thread``)
+
+
+def one_thread():
+    """Run the block with torch on ``KERNEL_THREADS`` (one) intra-op thread in the calling
+    thread, then restore its count; usable as a decorator. Other threads are not affected
+    (torch 2.11 keeps OpenMP's and MKL's counts per thread: ``mkl_set_num_threads_local``).
+
+    Why (issue 23): a BLAS or FFT kernel's float rounding can depend on how many threads split
+    the work. On the development machine (AMD EPYC, AVX2, torch 2.11 with MKL) 1 and 2 threads
+    gave equal bits for every embedding kernel, but from 3 threads the MFCC's mel matmul
+    ((1568, 241) @ (241, 40)) and the KW-MLP / Audio-MLP embeddings of 64 ESC-10 clips changed
+    in 96 % and 33 % of their values; on the machine of the issue 2 threads already moved two
+    soft-assigned tokens of the bag of words (1,064 clips). Exact arithmetic that does not
+    depend on the summation order (float64 accumulation, certified, rounded once to float32)
+    would cost 2.2x the encoders' float32 matmuls at the paper's sizes (one thread, (256, 2048)
+    @ (2048, 2048): 54.6 against 25.7 ms) and would leave the FFT, layer norms and GELUs
+    exposed; one thread costs nothing in a process that has one core to itself, and the
+    stages spread the work over processes instead (``--jobs``, Dask; bow.io.sharded).
+    Measured end to end: see bow.io.sharded.
+    """
+    return torch_threads(KERNEL_THREADS)
+
+
+@contextlib.contextmanager
+def torch_threads(n: int):
+    """Run the block with torch on ``n`` intra-op threads in the calling thread, then restore
+    its count (threads started in the block take ``n``). Set even when torch already reports
+    ``n``: that is OpenMP's count, which faiss.omp_set_num_threads also sets, while MKL's may
+    differ (measured: an eigendecomposition then ran on MKL's other count)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 class DeviceError(ValueError):

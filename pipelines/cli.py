@@ -135,7 +135,10 @@ def config_from_args(cls, args: argparse.Namespace):
 def parallel_options(parser: argparse.ArgumentParser) -> None:
     """--jobs, --threads and --scheduler: where an embedding stage's shards run (bow.io.sharded)."""
     parser.add_argument("--jobs", type=int, default=1, help="local worker processes")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads per worker")
+    parser.add_argument("--threads", type=int, default=None, help="accepted so that older "
+                        "commands run; it does not change the embedding: every worker computes "
+                        "on one thread, so that stores do not depend on threads (use --jobs or "
+                        "--scheduler for more cores)")
     parser.add_argument("--scheduler", default=None, help="Dask scheduler address "
                         "(tcp://host:8786) or local:N for a local cluster of N workers")
 

@@ -11,8 +11,9 @@ uint16, the clip vector the mean over its chunks (float32). Unreadable clips and
 labels outside the vocabulary are recorded in /skipped. Output: ``<artifacts>/stores/bow.h5``
 (``bow-random.h5`` for ``--encoder random``); its attributes hold this stage's config, the
 upstream configs and fingerprints, D and the family order. Skipped when the store exists with
-the same fingerprint (of the upstream stages, the clip list and ``encoder``; ``shard_size``,
-``batch_chunks``, ``--jobs`` and ``--threads`` do not change the store).
+the same fingerprint (of the upstream stages, the clip list, ``encoder``, the assignment and the
+kernel thread count; ``shard_size``, ``batch_chunks``, ``--jobs``, ``--scheduler`` and
+``--threads`` do not change the store: every worker computes on one thread, bow.io.sharded).
 
 The command prints the skipped clips with their reasons (the first ten; all are in /skipped)
 and exits 0, or 3 with ``--strict`` when any clip was skipped (the store is complete either
@@ -36,7 +37,7 @@ from bow.data.datasets import load_dataset
 from bow.io.sharded import embed_to_store, remove_leftovers
 from bow.io.stage import InputError, locked, read_fingerprint, read_json, stage_fingerprint
 from bow.io.store import describe, lock_dir, read_skipped, store_fingerprint
-from bow.runtime import PRECISIONS, resolve_device
+from bow.runtime import KERNEL_THREADS, PRECISIONS, resolve_device
 from pipelines import cli, layout
 
 
@@ -58,12 +59,12 @@ class EmbedConfig(AssignmentConfig):
 
 
 def run(data: Path, artifacts: Path, config: EmbedConfig = EmbedConfig(),
-        device: str = "auto", progress: bool = True, jobs: int = 1, threads: int | None = None,
+        device: str = "auto", progress: bool = True, jobs: int = 1,
         scheduler: str | None = None) -> Path:
     """Embed every clip into the store; return its path. Skips itself when nothing changed.
 
-    ``jobs``, ``threads`` and ``scheduler`` choose where shards run (bow.io.sharded); they do
-    not change the store, so they are not part of its fingerprint.
+    ``jobs`` and ``scheduler`` choose where shards run (bow.io.sharded); they do not change the
+    store, so they are not part of its fingerprint.
     """
     ae_dir = layout.autoencoders(artifacts, config.encoder)
     cb_dir = layout.codebooks(artifacts, config.encoder)
@@ -84,7 +85,8 @@ def run(data: Path, artifacts: Path, config: EmbedConfig = EmbedConfig(),
                   "invalid": dataset.invalid}
         # shard_size and batch_chunks change how the store is computed, not what it holds
         # (a reduced precision changes it: it counts, and fp32 keeps the fingerprints it had)
-        what = {"encoder": config.encoder, "assignment": narrow(config, AssignmentConfig)}
+        what = {"encoder": config.encoder, "assignment": narrow(config, AssignmentConfig),
+                "kernel_threads": KERNEL_THREADS}
         if config.precision != "fp32":
             what["precision"] = config.precision
         fingerprint = stage_fingerprint(what, inputs)
@@ -107,7 +109,7 @@ def run(data: Path, artifacts: Path, config: EmbedConfig = EmbedConfig(),
                        kind="bow", config=resolved, fingerprint=fingerprint,
                        upstream=upstream, shard_size=config.shard_size,
                        extra_skipped=dataset.invalid, progress=progress, jobs=jobs,
-                       threads=threads, scheduler=scheduler)
+                       scheduler=scheduler)
     return out
 
 
@@ -115,7 +117,7 @@ def _work(args, cfg: EmbedConfig):
     path = layout.bow_store(args.artifacts, cfg.encoder)
     before = store_fingerprint(path)
     run(args.data, args.artifacts, cfg, args.device, not args.no_progress, args.jobs,
-        args.threads, args.scheduler)
+        args.scheduler)
     cli.say_if_unchanged(before, store_fingerprint(path), path)
     print(describe(path))
     return read_skipped(path), f"/skipped in {path}"

@@ -1,7 +1,7 @@
 """Stage: every clip -> Audio-MLP timestamp, chunk and scene embeddings in an HDF5 store.
 
     python -m pipelines.embed_audiomlp --data DIR --checkpoint FILE [--scene-algorithm iterative]
-                                       [--batch-clips 32] [--jobs N --threads 1]
+                                       [--batch-clips 32] [--jobs N]
 
 The encoder is the authors' ``audiomae.pth`` (``../shared/audiomlp/audiomae.pth``) or our
 own ``<artifacts>/audiomlp/best.pth`` from pipelines.pretrain_audiomlp (used when --checkpoint
@@ -70,7 +70,7 @@ def checkpoint_path(artifacts: Path, config: EmbedAudioMLPConfig) -> Path:
 
 def run(data: Path, artifacts: Path, config: EmbedAudioMLPConfig = EmbedAudioMLPConfig(),
         device: str = "auto", progress: bool = True, jobs: int = 1,
-        threads: int | None = None, scheduler: str | None = None) -> Path:
+        scheduler: str | None = None) -> Path:
     """Embed every clip into ``<artifacts>/stores/audiomlp.h5``; skip when nothing changed."""
     ckpt = checkpoint_path(artifacts, config)
 
@@ -92,15 +92,14 @@ def run(data: Path, artifacts: Path, config: EmbedAudioMLPConfig = EmbedAudioMLP
     return embed_with_checkpoint("embed_audiomlp", "audiomlp", data, ckpt,
                                  layout.audiomlp(artifacts), layout.audiomlp_store(artifacts),
                                  config, prepare, shard_size=config.shard_size,
-                                 progress=progress, jobs=jobs, threads=threads,
-                                 scheduler=scheduler)
+                                 progress=progress, jobs=jobs, scheduler=scheduler)
 
 
 def _work(args, cfg: EmbedAudioMLPConfig):
     path = layout.audiomlp_store(args.artifacts)
     before = store_fingerprint(path)
     run(args.data, args.artifacts, cfg, args.device, not args.no_progress, args.jobs,
-        args.threads, args.scheduler)
+        args.scheduler)
     cli.say_if_unchanged(before, store_fingerprint(path), path, "config, checkpoint and clips")
     print(describe(path))
     return read_skipped(path), f"/skipped in {path}"

@@ -71,7 +71,7 @@ def checkpoint_path(artifacts: Path, config: EmbedKWMLPConfig) -> Path:
 
 def run(data: Path, artifacts: Path, config: EmbedKWMLPConfig = EmbedKWMLPConfig(),
         device: str = "auto", progress: bool = True, jobs: int = 1,
-        threads: int | None = None, scheduler: str | None = None) -> Path:
+        scheduler: str | None = None) -> Path:
     """Embed every clip into ``<artifacts>/stores/kwmlp.h5``; skip when nothing changed."""
     ckpt = checkpoint_path(artifacts, config)
 
@@ -93,14 +93,14 @@ def run(data: Path, artifacts: Path, config: EmbedKWMLPConfig = EmbedKWMLPConfig
     return embed_with_checkpoint("embed_kwmlp", "kwmlp", data, ckpt, layout.kwmlp(artifacts),
                                  layout.kwmlp_store(artifacts), config, prepare,
                                  shard_size=config.shard_size, progress=progress, jobs=jobs,
-                                 threads=threads, scheduler=scheduler)
+                                 scheduler=scheduler)
 
 
 def _work(args, cfg: EmbedKWMLPConfig):
     path = layout.kwmlp_store(args.artifacts)
     before = store_fingerprint(path)
     run(args.data, args.artifacts, cfg, args.device, not args.no_progress, args.jobs,
-        args.threads, args.scheduler)
+        args.scheduler)
     cli.say_if_unchanged(before, store_fingerprint(path), path, "config, checkpoint and clips")
     print(describe(path))
     return read_skipped(path), f"/skipped in {path}"

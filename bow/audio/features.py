@@ -46,6 +46,12 @@ the peak, next to the floor; torchaudio's float32 log-mel: 0.003 dB):
   are never transformed), and every (n, frames, bins) array stays time-major until the end.
 Measured on one thread of the development machine (200 ESC-10 chunks, 16 a call, same process,
 load 4-8): LogMel 2.9-3.1x, MFCC 1.4x faster than the torchaudio modules.
+
+Threads: every ``forward`` runs with torch on one thread (bow.runtime.one_thread), so a chunk's
+output depends on the chunk alone, not on the caller's thread count (issue 23): with 3 threads
+MKL split the MFCC's (1568, 241) @ (241, 40) mel matmul otherwise and changed its bits. With one
+thread the outputs of a chunk were also the same, bit for bit, in calls of 1, 3, 7, 16, 32 and
+64 chunks (192 ESC-10 chunks, all three front ends; tests/audio/test_features.py).
 """
 from __future__ import annotations
 
@@ -56,6 +62,7 @@ from torch import nn
 
 from bow.audio.load import SAMPLE_RATE
 from bow.environment import torchaudio
+from bow.runtime import one_thread
 
 HOP = 160
 AMIN = 1e-10
@@ -121,6 +128,7 @@ class LogMel(nn.Module):
         self.register_buffer("fbank", torch.from_numpy(fb), persistent=False)
         self.register_buffer("window", torch.hann_window(win_length), persistent=False)
 
+    @one_thread()
     def forward(self, chunks: torch.Tensor) -> torch.Tensor:
         n_frames = chunks.shape[-1] // HOP
         frames = _frames(chunks, self.win, self.win // 2, self.window)   # (n, frames + 1, win)
@@ -145,6 +153,7 @@ class MFCC(nn.Module):
         self.register_buffer("dct", dct, persistent=False)
         self.register_buffer("window", torch.hann_window(n_fft), persistent=False)
 
+    @one_thread()
     def forward(self, chunks: torch.Tensor) -> torch.Tensor:
         frames = _frames(chunks, self.n_fft, 0, self.window)             # (n, 98, 480)
         power = _power(frames, self.n_fft)                               # (n, 98, 241)
@@ -165,6 +174,7 @@ class PowerMel(nn.Module):
         self.register_buffer("fbank", fbank, persistent=False)
         self.register_buffer("window", torch.hann_window(n_fft), persistent=False)
 
+    @one_thread()
     def forward(self, chunks: torch.Tensor) -> torch.Tensor:
         power = _power(_frames(chunks, self.n_fft, 0, self.window), self.n_fft)  # (n, 98, 241)
         return (power @ self.fbank).transpose(1, 2)

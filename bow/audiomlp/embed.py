@@ -51,7 +51,7 @@ from bow.kwmlp.embed import (
     timestamps_ms,
 )
 from bow.kwmlp.scene import scene_embeddings
-from bow.runtime import check_precision, encoder_precision
+from bow.runtime import check_precision, encoder_precision, one_thread
 
 SCENE_STEPS = 198
 
@@ -82,8 +82,10 @@ class AudioMLPEmbedder:
         return self.encoder.embed_dim
 
     @torch.inference_mode()
+    @one_thread()
     def encode_chunks(self, chunks: torch.Tensor) -> torch.Tensor:
-        """(k, 16000) -> (k, 98, embed_dim) frame embeddings, on CPU."""
+        """(k, 16000) -> (k, 98, embed_dim) frame embeddings, on CPU; torch on one thread
+        (bow.runtime.one_thread)."""
         out = []
         for i in range(0, chunks.shape[0], self.batch_chunks):
             x = self.scaling(self.mel(chunks[i:i + self.batch_chunks].to(self.device)))

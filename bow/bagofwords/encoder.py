@@ -31,6 +31,7 @@ import torch
 
 from bow.bagofwords.tokens import DIMS, FAMILIES, grid
 from bow.config import ConfigError, choose, narrow, option
+from bow.runtime import one_thread
 
 ENCODE_BATCH = 4096  # tokens per encode call (bow.bagofwords.model.family_codes)
 BLOCK_ROWS = 256     # rows of every encoder matmul (see TokenEncoder.encode)
@@ -198,18 +199,25 @@ class TokenEncoder:
         return self._bf16[1]
 
     @torch.inference_mode()
+    @one_thread()
     def encode(self, tokens: torch.Tensor) -> torch.Tensor:
         """(n, dim) raw tokens -> (n, dim / F) float32 codes on ``device``.
 
         Every matmul has exactly ``BLOCK_ROWS`` rows (the last block zero-padded): a BLAS
         kernel's rounding can depend on a matrix's row count (measured: a thumbnail code moved
         by 2e-6 between calls of 9 and 3 tokens), never, with the row count fixed, on a row's
-        position or neighbours (checked for every layer shape here with MKL: equal bits). So a
-        token's code is a function of the token alone: a batch equals its items one by one, and
-        a store does not depend on how its clips were batched or sharded. On the CPU the
-        activations go to two buffers kept per thread (``_workspace``; a fresh activation per
-        matmul cost page faults, ~8 % of the time). On CUDA, bow.runtime.encoder_precision may
-        run the layers in TF32; under its bf16 (CUDA or CPU), ``_encode_bf16``.
+        position or neighbours (checked for every layer shape here with MKL: equal bits). It
+        can also depend on how many threads split the work: on the machine of issue 23 one
+        and two threads gave codes that swapped the 2nd and 3rd nearest codes of 2 tokens of
+        1,064 clips. So the matmuls run with torch on one thread (bow.runtime.one_thread,
+        whatever the caller set; the decision and its cost are there). A token's code is then
+        a function of the token and the model alone: a batch equals its items one by one, and
+        a store does not depend on how its clips were batched or sharded, nor on the thread
+        count of the process that computed it (tests/bagofwords/test_encoders.py builds tokens
+        at a tie). On the CPU the activations go to two buffers kept per thread
+        (``_workspace``; a fresh activation per matmul cost page faults, ~8 % of the time). On
+        CUDA, bow.runtime.encoder_precision may run the layers in TF32; under its bf16 (CUDA or
+        CPU), ``_encode_bf16``.
         """
         if _bf16_autocast(self.device):
             return self._encode_bf16(torch.as_tensor(tokens))

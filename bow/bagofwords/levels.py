@@ -17,14 +17,17 @@ import torch
 
 from bow.bagofwords.tokens import grid
 from bow.io.stage import atomic_path
+from bow.runtime import one_thread
 
 
 class LevelError(ValueError):
     """Levels that cannot make bins, or a level-bins file that cannot be read."""
 
 
+@one_thread()
 def token_levels(tokens: torch.Tensor) -> torch.Tensor:
-    """(..., dim) tokens -> (...,) their means."""
+    """(..., dim) tokens -> (...,) their means, with torch on one thread (bow.runtime.one_thread:
+    a reduction's summation order may follow the thread count)."""
     return tokens.mean(dim=-1)
 
 

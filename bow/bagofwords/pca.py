@@ -13,7 +13,10 @@ are the components, each signed so that its largest-magnitude entry is positive 
 components whatever the eigensolver's sign). Cost: (dim^2) per token: 0.2 s for ESC-10's 240,000
 patch tokens, about 1 min for FSD50K's 47 M on one core; the covariance of a 960-d family is 7 MB.
 Codes are not whitened (each component keeps its variance), so k-means weighs the directions
-as the autoencoders' codes do.
+as the autoencoders' codes do. The fit runs with torch on one thread (bow.runtime.one_thread):
+with 2 or 3 threads MKL's eigensolver rounded otherwise (787 of the 800 eigenvalues of a
+band-envelope correlation matrix changed in their last bits), and one of the 64,000 float32
+components of fsd50k_mini's band-envelope encoder moved by one unit in the last place (issue 23).
 """
 from __future__ import annotations
 
@@ -23,6 +26,7 @@ import torch
 
 from bow.bagofwords.encoder import AutoencoderConfig, TokenEncoder
 from bow.io.stage import save_torch
+from bow.runtime import one_thread
 
 
 class PCAEncoder(TokenEncoder):
@@ -36,6 +40,7 @@ class PCAEncoder(TokenEncoder):
                  device: str | torch.device = "cpu", checkpoint=None, progress: bool = False):
         super().__init__(family, config, device)   # (no training: checkpoint, progress unused)
 
+    @one_thread()
     def fit(self, logmel: torch.Tensor, val_logmel: torch.Tensor) -> "PCAEncoder":
         """Standardisation and components from the grid tokens of ``logmel`` (n, 96, 100);
         held-out MSE on those of ``val_logmel``."""

@@ -12,10 +12,9 @@ store left by killed runs (of any configuration) are then deleted once the store
 
 Where shards run:
 * ``jobs=1``: in this process;
-* ``jobs=N``: N local worker processes (joblib's loky backend), each with ``threads`` torch
-  threads (2 processes of 1 thread beat 1 process of 2 threads for these small matmuls). If a
-  worker process dies (killed, out of memory), the shards not finished yet run once more in a
-  fresh pool; a second death ends the run with ``WorkerLostError``;
+* ``jobs=N``: N local worker processes (joblib's loky backend). If a worker process dies
+  (killed, out of memory), the shards not finished yet run once more in a fresh pool; a second
+  death ends the run with ``WorkerLostError``;
 * ``scheduler="tcp://host:8786"``: the workers of a Dask cluster (dask.distributed), which must
   see the same filesystem: each writes its shards beside the final store, and this process
   merges them. ``scheduler="local:N"`` starts a LocalCluster of N single-thread workers. A
@@ -27,17 +26,33 @@ shards finished; they are kept, so running the command again resumes from them.
 ``embed_shard`` must be picklable for the last two (e.g. an object holding file paths that loads
 its models on first use in each worker).
 
-What is guaranteed (issue 17; tests/system/test_faults.py, test_crash_safety.py, test_scale.py):
-a shard's file depends only on its clips, the models and the config, so the merged store has
-the same bytes however often a shard was started (a worker or the submitting process killed
-and the run started again, a shard computed twice by Dask) and wherever it ran, provided every
-process computes alike: the same library builds (torch, its BLAS, faiss, h5py's zlib) on the
-same kind of CPU. ``threads`` is set for torch and faiss in every shard, the serial path
-included, so all shards of a run also use the same thread counts. A token's code and code ids
-do not depend on the batch, the thread count or faiss's search path (bow.bagofwords.encoder,
-bow.bagofwords.nearest). Not covered: workers on another CPU kind or with other library builds
-(their encoders may round differently, and a token at a near tie between two codes could
-move), and GPU or reduced ``precision`` runs.
+Threads: every shard computes with torch on one thread (``bow.runtime.one_thread``, whatever
+thread count the process or the command line set), the serial path included, so the parallelism
+is across processes: ``--jobs`` or Dask workers. Its cost, measured with ``python -m
+benchmarks.embed_speed`` (first ESC-10 clips, end to end; the code before this rule and after
+it in alternating runs, two rounds; shared 2-core machine at load 6-11 from other jobs), audio-s
+per second, J x T = J processes started with T torch threads:
+
+  default bag of words, 400 clips   before: 1x1 154 / 142, 1x2 49 / 52, 2x1 104 / 78
+                                    after:  1x1 193 / 156, 1x2 187 / 139, 2x1 82 / 89
+  paper's MLP encoders, 200 clips   before: 1x1 16.4 / 22.3, 1x2 17.0 / 10.3, 2x1 21.6 / 14.2
+                                    after:  1x1 26.5 / 20.2, 1x2 25.7 / 18.8, 2x1 17.2 / 14.2
+
+Before, one process of two threads was ~3x slower than one thread with the default model and no
+faster with the paper's; now it computes as one thread does. On a machine with idle cores use
+``--jobs`` (each worker process holds torch and the models: ~1 GB).
+
+What is guaranteed (issues 17 and 23; tests/system/test_faults.py, test_crash_safety.py,
+test_scale.py, test_threads.py): a shard's file depends only on its clips, the models and the
+config, so the merged store has the same bytes however often a shard was started (a worker or
+the submitting process killed and the run started again, a shard computed twice by Dask),
+wherever it ran and whatever thread count the process had, provided every process computes
+alike: the same library builds (torch, its BLAS, h5py's zlib) on the same kind of CPU. A
+token's code and code ids do not depend on the batch or faiss's search path
+(bow.bagofwords.encoder, bow.bagofwords.nearest). The kernel thread count is part of the
+store's fingerprint and config (``kernel_threads``). Not covered: workers on another CPU kind
+or with other library builds (their kernels may round differently, and a token at a near tie
+between two codes could move), and GPU or reduced ``precision`` runs.
 """
 from __future__ import annotations
 
@@ -47,14 +62,13 @@ import shutil
 from pathlib import Path
 from typing import Callable
 
-import torch
-
 from bow import __version__
 from bow.data.clips import clips_fingerprint
 from bow.data.datasets import Clip, Dataset, load_dataset
 from bow.io.stage import file_digest, locked, remove_temporaries, stage_fingerprint
 from bow.io.store import ClipFeatures, StoreError, lock_dir, merge, store_fingerprint, write_shard
 from bow.progress import progress as progress_bar
+from bow.runtime import KERNEL_THREADS, one_thread
 
 EmbedShard = Callable[[list[Clip]], tuple[list[ClipFeatures], list[tuple[str, str]]]]
 
@@ -88,39 +102,31 @@ def split_shards(clips: list[Clip], shard_size: int) -> list[list[Clip]]:
     return [clips[i:i + shard_size] for i in range(0, len(clips), shard_size)]
 
 
-def run_shard(embed_shard: EmbedShard, clips: list[Clip], path: Path,
-              threads: int | None = None) -> int:
+def run_shard(embed_shard: EmbedShard, clips: list[Clip], path: Path) -> int:
     """Compute one shard unless its file already exists; return its number of clips.
 
-    ``threads``: torch's and faiss's thread counts, set in the calling thread (faiss has its
-    own OpenMP runtime, whose thread count is per thread, and Dask and joblib run shards in
-    threads of their own), so every shard of a run computes alike."""
-    if threads:
-        torch.set_num_threads(threads)
-        try:    # embedding needs no faiss (bow.bagofwords.codebook): it may be missing
-            import faiss
-        except ImportError:
-            faiss = None
-        if faiss is not None:
-            faiss.omp_set_num_threads(threads)
+    The shard computes with torch on one thread in the calling thread (Dask and joblib run
+    shards in threads of their own), threads it starts included (bow.audio.readahead's decoders
+    take torch's count when they start), whatever the process set (module docstring)."""
     if not path.exists():
-        items, skipped = embed_shard(clips)
+        with one_thread():
+            items, skipped = embed_shard(clips)
         write_shard(path, items, skipped)
     return len(clips)
 
 
-def _run_all(embed_shard, todo, jobs, threads, scheduler):
+def _run_all(embed_shard, todo, jobs, scheduler):
     """Yield the clip count of each shard in ``todo`` [(clips, path)] as it finishes."""
     if scheduler:
-        yield from _run_dask(embed_shard, todo, threads, scheduler)
+        yield from _run_dask(embed_shard, todo, scheduler)
     elif jobs > 1:
-        yield from _run_jobs(embed_shard, todo, jobs, threads)
+        yield from _run_jobs(embed_shard, todo, jobs)
     else:
         for group, path in todo:
-            yield run_shard(embed_shard, group, path, threads)
+            yield run_shard(embed_shard, group, path)
 
 
-def _run_dask(embed_shard, todo, threads, scheduler):
+def _run_dask(embed_shard, todo, scheduler):
     from dask.distributed import Client, KilledWorker, LocalCluster, as_completed
     if scheduler.startswith("local:"):
         cluster = LocalCluster(n_workers=int(scheduler[6:]), threads_per_worker=1,
@@ -129,7 +135,7 @@ def _run_dask(embed_shard, todo, threads, scheduler):
     else:
         cluster, client = None, Client(scheduler)
     try:
-        futures = {client.submit(run_shard, embed_shard, group, path, threads, pure=False): path
+        futures = {client.submit(run_shard, embed_shard, group, path, pure=False): path
                    for group, path in todo}
         try:
             for future in as_completed(futures):
@@ -148,7 +154,7 @@ def _run_dask(embed_shard, todo, threads, scheduler):
             cluster.close()
 
 
-def _run_jobs(embed_shard, todo, jobs, threads):
+def _run_jobs(embed_shard, todo, jobs):
     from joblib import Parallel, delayed
     from joblib.externals.loky.process_executor import TerminatedWorkerError
     counted = set()
@@ -156,7 +162,7 @@ def _run_jobs(embed_shard, todo, jobs, threads):
         left = [(group, path) for group, path in todo if not path.exists()]
         try:
             for n, path in Parallel(n_jobs=jobs, return_as="generator_unordered")(
-                    delayed(_counted)(embed_shard, group, path, threads) for group, path in left):
+                    delayed(_counted)(embed_shard, group, path) for group, path in left):
                 counted.add(path)
                 yield n
             return
@@ -170,19 +176,19 @@ def _run_jobs(embed_shard, todo, jobs, threads):
                             todo) from None
 
 
-def _counted(embed_shard, clips, path, threads):
-    return run_shard(embed_shard, clips, path, threads), path
+def _counted(embed_shard, clips, path):
+    return run_shard(embed_shard, clips, path), path
 
 
 def embed_to_store(clips: list[Clip], embed_shard: EmbedShard, out_path: str | Path, *,
                    vocabulary: list[str], kind: str, config, fingerprint: str, upstream: dict,
                    shard_size: int = 256, extra_skipped: list[tuple[str, str]] = (),
-                   progress: bool = True, jobs: int = 1, threads: int | None = None,
-                   scheduler: str | None = None) -> None:
+                   progress: bool = True, jobs: int = 1, scheduler: str | None = None) -> None:
     """Embed ``clips`` with ``embed_shard`` into the store ``out_path`` (see module docstring).
 
-    ``extra_skipped`` lists clips rejected before embedding (e.g. labels outside the
-    vocabulary); they are recorded in the store's skipped table.
+    ``config`` (a dict) is written in the store with ``kernel_threads`` added (the callers put
+    it in ``fingerprint`` too). ``extra_skipped`` lists clips rejected before embedding (e.g.
+    labels outside the vocabulary); they are recorded in the store's skipped table.
     """
     out_path = Path(out_path)
     tmp_dir = shard_dir(out_path, fingerprint)
@@ -194,10 +200,11 @@ def embed_to_store(clips: list[Clip], embed_shard: EmbedShard, out_path: str | P
     todo = [(group, path) for group, path in zip(shards, paths) if not path.exists()]
     bar = progress_bar(total=len(clips), initial=len(clips) - sum(len(g) for g, _ in todo),
                desc=f"embed {out_path.name}", unit="clip", enabled=progress)
-    for n in _run_all(embed_shard, todo, jobs, threads, scheduler):
+    for n in _run_all(embed_shard, todo, jobs, scheduler):
         bar.update(n)
     bar.close()
-    merge([pre] + paths, out_path, vocabulary=vocabulary, kind=kind, config=config,
+    merge([pre] + paths, out_path, vocabulary=vocabulary, kind=kind,
+          config={**config, "kernel_threads": KERNEL_THREADS},
           fingerprint=fingerprint, upstream=upstream, code_version=__version__)
     remove_leftovers(out_path)
 
@@ -208,16 +215,18 @@ def embed_with_checkpoint(stage: str, kind: str, data: Path, checkpoint: Path, o
     """The embed stage of a model read from a checkpoint (KW-MLP, Audio-MLP), writing ``out``.
     Locks: exclusive on the store, shared on ``own`` (the model's pretraining folder) when the
     checkpoint is in it. Fingerprint: ``config`` without its ``checkpoint`` path, the
-    checkpoint's SHA-256 and the clips; a store that has it is kept. Else ``prepare(dataset)``
-    -> (the resolved config written in the store, the shard embedder), then ``embed_to_store``
-    (``store_options``: shard_size, progress, jobs, threads, scheduler)."""
+    checkpoint's SHA-256, the clips and the kernel thread count; a store that has it is kept.
+    Else ``prepare(dataset)`` -> (the resolved config written in the store, the shard
+    embedder), then ``embed_to_store`` (``store_options``: shard_size, progress, jobs,
+    scheduler)."""
     with contextlib.ExitStack() as locks:
         if own.is_dir() and checkpoint.resolve().parent == own.resolve():
             locks.enter_context(locked(own, stage, shared=True))
         locks.enter_context(locked(lock_dir(out), stage))
         dataset = load_dataset(data)
         inputs = {"checkpoint_sha256": file_digest(checkpoint),
-                  "clips": clips_fingerprint(dataset.clips), "invalid": dataset.invalid}
+                  "clips": clips_fingerprint(dataset.clips), "invalid": dataset.invalid,
+                  "kernel_threads": KERNEL_THREADS}
         fingerprint = stage_fingerprint(dataclasses.replace(config, checkpoint=None), inputs)
         if store_fingerprint(out) == fingerprint:
             remove_leftovers(out)

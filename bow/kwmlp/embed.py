@@ -55,7 +55,7 @@ from bow.data.datasets import Clip
 from bow.io.store import ClipFeatures, multi_hot
 from bow.kwmlp.model import KWMLP, KWMLPEncoder, load_checkpoint
 from bow.kwmlp.scene import N_STEPS, scene_embeddings
-from bow.runtime import check_precision, encoder_precision
+from bow.runtime import check_precision, encoder_precision, one_thread
 
 PAD_FRONT = 80
 PAD_END = 240
@@ -122,8 +122,10 @@ class KWMLPEmbedder:
         self.mfcc = MFCC().to(self.device)
 
     @torch.inference_mode()
+    @one_thread()
     def encode_chunks(self, chunks: torch.Tensor) -> torch.Tensor:
-        """(k, 16000) -> (k, 98, 64) layer-normalised tokens, on CPU."""
+        """(k, 16000) -> (k, 98, 64) layer-normalised tokens, on CPU; torch on one thread
+        (bow.runtime.one_thread: from 3 threads MKL rounded this model's matmuls otherwise)."""
         out = []
         for i in range(0, chunks.shape[0], self.batch_chunks):
             mfcc = self.mfcc(chunks[i:i + self.batch_chunks].to(self.device))

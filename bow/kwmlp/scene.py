@@ -20,6 +20,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from bow.runtime import one_thread
+
 N_STEPS = 16
 ALGORITHMS = ("iterative", "single", "mean")
 
@@ -58,9 +60,11 @@ def scene_embedding(frames: torch.Tensor, algorithm: str = "iterative",
     return x.reshape(n, d * steps)
 
 
+@one_thread()
 def scene_embeddings(sequences: list[torch.Tensor], algorithm: str = "iterative",
                      steps: int = N_STEPS) -> torch.Tensor:
-    """List of (T_i, d) sequences of any lengths -> (len, steps * d), batched by length."""
+    """List of (T_i, d) sequences of any lengths -> (len, steps * d), batched by length; with
+    torch on one thread (bow.runtime.one_thread)."""
     if not sequences:
         raise ValueError("no sequences to embed")
     d = sequences[0].shape[-1]

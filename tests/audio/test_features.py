@@ -1,4 +1,5 @@
-"""bow.audio.features: log-mel and MFCC shapes, a tone's band, batch consistency, MFCC vs numpy."""
+"""bow.audio.features: log-mel and MFCC shapes, a tone's band, batch consistency, the same bits
+whatever the thread count, MFCC vs numpy."""
 import math
 
 import numpy as np
@@ -47,6 +48,26 @@ def test_batch_equals_items_one_by_one(esc10_dir, module, device):
     for i in range(len(x)):
         torch.testing.assert_close(batch[i], m(x[i:i + 1].to(device))[0].cpu(),
                                    rtol=1e-4, atol=1e-3)
+
+
+def test_bits_do_not_depend_on_threads_or_call_size(esc10_dir):
+    """Issue 23: the same bits whatever torch's thread count (from 3 threads MKL split the
+    MFCC's mel matmul otherwise on the development machine) and however many chunks a call
+    holds."""
+    paths = sorted((esc10_dir / "audio").iterdir())[:12]
+    x = torch.from_numpy(np.concatenate([chunk(read_audio(p)) for p in paths]))[:64]
+    before = torch.get_num_threads()
+    try:
+        for module in (LogMel(), MFCC(), PowerMel()):
+            torch.set_num_threads(1)
+            want = module(x)
+            for threads, step in ((2, 64), (3, 16), (4, 7), (3, 1)):
+                torch.set_num_threads(threads)
+                got = torch.cat([module(x[i:i + step]) for i in range(0, len(x), step)])
+                assert torch.equal(got, want), (type(module).__name__, threads, step)
+                assert torch.get_num_threads() == threads
+    finally:
+        torch.set_num_threads(before)
 
 
 def _slaney_mel(f):

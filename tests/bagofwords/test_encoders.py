@@ -125,3 +125,56 @@ def test_bf16_encoding_is_close_to_fp32_and_a_function_of_each_token(logmel, kin
     assert float((half - fp32).abs().max()) <= 0.02 * scale
     torch.testing.assert_close(ones, half[[0, 17, 299]], rtol=0, atol=0)
     torch.testing.assert_close(enc.encode(x), fp32, rtol=0, atol=0)
+
+
+def _split_sum_addmm(real):
+    """torch.addmm as a BLAS whose rounding follows the thread count, as MKL's did on the
+    machine of issue 23: with more than one torch thread the inner sum is cut in two halves."""
+    def addmm(bias, a, b, *, out=None):
+        calls.append(torch.get_num_threads())
+        k = a.shape[1] // 2
+        r = real(bias, a[:, :k], b[:k]) + a[:, k:] @ b[k:] if calls[-1] > 1 else real(bias, a, b)
+        return r if out is None else out.copy_(r)
+    calls = []
+    return addmm, calls
+
+
+@pytest.mark.parametrize("kind", ["pca", "autoencoder"])
+def test_a_token_at_a_tie_between_two_codes_keeps_its_codes_whatever_the_threads(
+        logmel, kind, monkeypatch):
+    """Issue 23: tokens whose code sits within float32 rounding of a tie between two codes
+    (centroids at the code computed with one thread and at the code of the other summation
+    order) keep their nearest codes when torch has 2 or 3 threads, with a BLAS that rounds by
+    the thread count. The encoder computes on one thread (bow.runtime.one_thread)."""
+    from bow.bagofwords.codebook import Codebook, CodebookConfig
+    enc = KINDS[kind]("band_envelope", AutoencoderConfig(tokens="shape", **SMALL)).fit(*logmel)
+    x = _tokens(logmel[1], "band_envelope")[:256]
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        one = enc.encode(x)
+        block = torch.zeros(256, x.shape[1])      # the other order, in encode's 256-row block
+        block[:len(x)] = x
+        h = block
+        for j, (wt, b) in enumerate(enc.folded()):
+            k = wt.shape[0] // 2
+            h = torch.addmm(b, h[:, :k], wt[:k]) + h[:, k:] @ wt[k:]
+            h = h.relu() if j < len(enc.folded()) - 1 else h
+        other = h[:len(x)]
+        moved = torch.nonzero((one != other).any(1)).ravel()[:64]
+        assert len(moved) >= 8                     # the two orders round differently
+        book = Codebook(CodebookConfig(n_codes=2 * len(moved)))
+        book.centroids_ = torch.cat([one[moved], other[moved]]).numpy()
+        want, _ = book.nearest(one[moved].numpy(), 2)
+        assert (want[:, 0] == np.arange(len(moved))).all()
+        addmm, calls = _split_sum_addmm(torch.addmm)
+        monkeypatch.setattr(torch, "addmm", addmm)
+        for threads in (2, 3):
+            torch.set_num_threads(threads)
+            ids, _ = book.nearest(enc.encode(x[moved]).numpy(), 2)
+            np.testing.assert_array_equal(ids, want, err_msg=f"{threads} threads")
+            assert torch.get_num_threads() == threads
+        assert calls and set(calls) == {1}          # encode's matmuls ran, on one thread
+    finally:
+        torch.set_num_threads(before)
+

@@ -1,6 +1,6 @@
 """bow.io.sharded when workers die (issue 17): ``--jobs`` reruns the unfinished shards once in a
 fresh pool, a second death and Dask's KilledWorker end with WorkerLostError (a StoreError, so
-one line on the command line), and every shard sets torch's and faiss's threads.
+one line on the command line), and every shard computes with torch on one thread.
 
 The embedder kills its own process (SIGKILL) on one shard, as often as asked; tests with real
 stages and a real cluster are in tests/system/test_faults.py.
@@ -60,24 +60,25 @@ def test_worker_lost_error_is_a_store_error():
     assert issubclass(WorkerLostError, StoreError) and issubclass(WorkerLostError, USER_ERRORS)
 
 
-def test_every_shard_sets_torch_and_faiss_threads_in_its_own_thread(tmp_path):
-    """faiss's OpenMP thread count is per thread: Dask and joblib run shards in threads of
-    their own, and the serial path must set it as well."""
-    import faiss
+def test_every_shard_computes_on_one_torch_thread_and_restores_the_count(tmp_path):
+    """In the thread that runs it (Dask and joblib run shards in threads of their own) and in
+    threads it starts (the read-ahead decoders), whatever count the process had; the serial
+    path too."""
     seen, before = [], torch.get_num_threads()
 
     def embed_shard(group):
-        seen.append((torch.get_num_threads(), faiss.omp_get_max_threads()))
+        inner = threading.Thread(target=lambda: seen.append(("inner", torch.get_num_threads())))
+        inner.start()
+        inner.join()
+        seen.append(("shard", torch.get_num_threads()))
         return [_features(c) for c in group], []
 
     def work():
-        faiss.omp_set_num_threads(2)
-        torch.set_num_threads(2)
-        run_shard(embed_shard, _clips(tmp_path, 1), tmp_path / "s.h5", threads=1)
-        faiss.omp_set_num_threads(2)
-        torch.set_num_threads(2)
+        torch.set_num_threads(3)
+        run_shard(embed_shard, _clips(tmp_path, 1), tmp_path / "s.h5")
+        seen.append(("after", torch.get_num_threads()))
         todo = [(_clips(tmp_path, 1), tmp_path / "t.h5")]
-        assert list(sharded._run_all(embed_shard, todo, 1, 1, None)) == [1]   # serial path
+        assert list(sharded._run_all(embed_shard, todo, 1, None)) == [1]   # serial path
 
     try:
         worker = threading.Thread(target=work)
@@ -85,7 +86,7 @@ def test_every_shard_sets_torch_and_faiss_threads_in_its_own_thread(tmp_path):
         worker.join()
     finally:
         torch.set_num_threads(before)
-    assert seen == [(1, 1), (1, 1)]
+    assert seen == [("inner", 1), ("shard", 1), ("after", 3), ("inner", 1), ("shard", 1)]
 
 
 @pytest.mark.slow
@@ -95,10 +96,10 @@ def test_a_dead_jobs_worker_is_replaced_and_the_store_is_the_serial_one(tmp_path
     out = tmp_path / "jobs" / "x.h5"
     todo = [([c], shard_dir(out, "0" * 64) / f"shard-{i:05d}.h5") for i, c in enumerate(clips)]
     todo[0][1].parent.mkdir(parents=True)
-    counts = list(sharded._run_all(DyingEmbedder(tmp_path, deaths=1), todo, 2, 1, None))
+    counts = list(sharded._run_all(DyingEmbedder(tmp_path, deaths=1), todo, 2, None))
     assert len(list(tmp_path.glob("death-*"))) == 1
     assert sum(counts) == len(clips)            # each shard reported once: the progress bar
-    _embed(clips, DyingEmbedder(tmp_path, deaths=1), out, jobs=2, threads=1)   # merges them
+    _embed(clips, DyingEmbedder(tmp_path, deaths=1), out, jobs=2)   # merges them
     assert out.read_bytes() == (tmp_path / "serial" / "x.h5").read_bytes()
 
 
@@ -107,13 +108,13 @@ def test_a_second_death_ends_with_one_line_and_a_rerun_resumes(tmp_path):
     clips = _clips(tmp_path)
     out = tmp_path / "x.h5"
     with pytest.raises(WorkerLostError) as caught:
-        _embed(clips, DyingEmbedder(tmp_path, deaths=2), out, jobs=2, threads=1)
+        _embed(clips, DyingEmbedder(tmp_path, deaths=2), out, jobs=2)
     message = str(caught.value)
     assert "\n" not in message and message.startswith("a worker process died twice (")
     assert message.endswith("shards finished and are kept: run the command again to resume")
     done = len(list(shard_dir(out, "0" * 64).glob("shard-*.h5")))
     assert f"; {done} of 8 shards finished" in message and done < 8 and not out.exists()
-    _embed(clips, DyingEmbedder(tmp_path, deaths=2), out, jobs=2, threads=1)
+    _embed(clips, DyingEmbedder(tmp_path, deaths=2), out, jobs=2)
     _embed(clips, DyingEmbedder(tmp_path, deaths=0), tmp_path / "serial.h5")
     assert out.read_bytes() == (tmp_path / "serial.h5").read_bytes()
 
@@ -130,5 +131,5 @@ def test_dask_killed_worker_becomes_worker_lost_error(tmp_path):
                            r"last was tcp://127.0.0.1:\d+: see its log\); \d of 4 shards "
                            r"finished and are kept: run the command again to resume$"):
             _embed(clips, DyingEmbedder(tmp_path, deaths=9), tmp_path / "x.h5",
-                   scheduler="local:1", threads=1)
+                   scheduler="local:1")
     assert not (tmp_path / "x.h5").exists()

@@ -160,8 +160,7 @@ class FakeEmbedder:
 def test_parallel_and_dask_runs_equal_the_serial_run(tmp_path):
     clips = [Clip(f"clip{i}", tmp_path / f"{i}.wav", "train", ("a",)) for i in range(11)]
     stores = {}
-    for name, kw in {"serial": {}, "jobs": {"jobs": 2, "threads": 1},
-                     "dask": {"scheduler": "local:2", "threads": 1}}.items():
+    for name, kw in {"serial": {}, "jobs": {"jobs": 2}, "dask": {"scheduler": "local:2"}}.items():
         out = tmp_path / name / "x.h5"
         embed_to_store(clips, FakeEmbedder(), out, vocabulary=VOCAB, kind="bow", config={},
                        fingerprint="0" * 64, upstream={}, shard_size=2, progress=False, **kw)

@@ -10,7 +10,6 @@ process, which also checks that a stage's bytes do not depend on the process).
 """
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
@@ -25,11 +24,11 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-import torch
 
 from bow.bagofwords.tokens import FAMILIES
 from bow.data.synth import make_default_dataset
 from bow.io.stage import load_torch
+from bow.runtime import torch_threads
 from pipelines import embed, embed_kwmlp, fit_codebooks, train_autoencoders
 
 pytestmark = pytest.mark.slow
@@ -110,22 +109,11 @@ def _args(data: Path, artifacts: Path, *more: str) -> list[str]:
     return ["--data", str(data), "--artifacts", str(artifacts), "--device", "cpu", *more]
 
 
-@contextlib.contextmanager
-def one_thread():
-    """Run in this process with one torch thread, like the subprocesses."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def reference(data, tmp_path_factory):
     """Uninterrupted runs, in this process: autoencoders, codebooks, bag-of-words store."""
     art = tmp_path_factory.mktemp("reference")
-    with one_thread():
+    with torch_threads(1):     # like the subprocesses
         train_autoencoders.main(_args(data, art, *TRAIN))
         fit_codebooks.main(_args(data, art, *ARM, "--n-codes", "16", "--niter", "5"))
         embed.main(_args(data, art, *ARM, "--shard-size", "2"))
@@ -169,7 +157,7 @@ def test_embed_resumes_to_the_same_store(data, reference, tmp_path):
 def test_embed_kwmlp_resumes_to_the_same_store(data, kwmlp_dir, tmp_path):
     args = ["--checkpoint", str(kwmlp_dir / "kwmlp.pth"), "--shard-size", "2",
             "--batch-clips", "2"]
-    with one_thread():
+    with torch_threads(1):     # like the subprocesses
         embed_kwmlp.main(_args(data, tmp_path / "ref", *args))
     art = tmp_path / "art"
     stage = Stage("embed_kwmlp", _args(data, art, *args), tmp_path / "log")

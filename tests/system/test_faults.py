@@ -15,9 +15,11 @@ Tiny models (random encoders of 32 hidden units on shape tokens with 16 level bi
 soft assignment to the 3 nearest codes, the library's arm at toy sizes; every option explicit,
 so the stages' defaults can change) on 24 generated clips of at most 2 s (41
 chunks), one clip per shard, so the runs really split the work and a kill lands mid-run. The
-references run in this process with one torch thread, so they also check that the bytes do not
-depend on the process. Kill points are found by polling for the files the stages write, every
-5 ms, as in test_crash_safety.py.
+store's reference runs serially in this process with two torch threads while the workers
+compute with one (issue 23: a store must not depend on the thread count or the process); the
+pretraining reference uses one thread, as its rerun does (training weights may move with the
+thread count: README, Reliability). Kill points are found by polling for the files the stages
+write, every 5 ms, as in test_crash_safety.py.
 """
 from __future__ import annotations
 
@@ -39,6 +41,7 @@ import soundfile as sf
 import torch
 
 from bow.data.synth import make_default_dataset
+from bow.runtime import torch_threads
 from pipelines import embed, fit_codebooks, layout, pretrain_kwmlp, train_autoencoders
 
 pytestmark = pytest.mark.slow
@@ -126,16 +129,6 @@ def _shards(art: Path) -> int:
     return len(list(_store(art).parent.glob(f".{_store(art).name}.shards-*/shard-*.h5")))
 
 
-@contextlib.contextmanager
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     return make_default_dataset(tmp_path_factory.mktemp("faults") / "data", n_dev=20, n_eval=4,
@@ -144,9 +137,10 @@ def data(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def reference(data, tmp_path_factory):
-    """Models, and the store of an uninterrupted serial run, made in this process."""
+    """Models, and the store of an uninterrupted serial run, made in this process with two
+    torch threads (the workers: one)."""
     art = tmp_path_factory.mktemp("reference")
-    with one_thread():
+    with torch_threads(2):
         train_autoencoders.main(_args(data, art, *TRAIN))
         fit_codebooks.main(_args(data, art, *CODEBOOKS))
         embed.main(_args(data, art, *EMBED))
@@ -344,7 +338,7 @@ def _saves(path: Path, work) -> list[float]:
 
 def test_pretrain_kwmlp_killed_in_an_epoch_resumes_to_the_same_weights(keywords, tmp_path):
     ref, art, log = tmp_path / "ref", tmp_path / "art", tmp_path / "log"
-    with one_thread():                       # the uninterrupted run, in this process
+    with torch_threads(1):                   # the uninterrupted run, in this process
         saves = _saves(layout.kwmlp(ref) / "last.pt",
                        lambda: pretrain_kwmlp.main(_args(keywords, ref, *PRETRAIN)))
     epoch = (saves[-1] - saves[0]) / max(len(saves) - 1, 1)

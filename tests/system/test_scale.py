@@ -3,7 +3,9 @@ Dask LocalCluster; read-ahead, batching across clips, the fast KW-MLP encoder, p
 
 The stage tests train tiny autoencoders (hidden 32, a few steps) and D = 16 codebooks on a
 labels.csv copy of 14 fsd50k_mini clips plus one unreadable file; shards of 4 clips, so the
-parallel runs really split the work.
+parallel runs really split the work. The serial reference runs with two torch threads, the
+workers with one. Toy sizes hold few near-ties: tests/system/test_threads.py compares the same
+ways on every shared recording (issue 23).
 """
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ from bow.bagofwords.embed import ShardEmbedder
 from bow.data.datasets import load_dataset
 from bow.kwmlp.embed import KWMLPEmbedder
 from bow.kwmlp.model import KWMLP
-from bow.runtime import check_precision, compare_codes, encoder_precision
+from bow.runtime import check_precision, compare_codes, encoder_precision, torch_threads
 from pipelines import embed, embed_kwmlp, fit_codebooks, train_autoencoders
 from tests.conftest import linked_dataset, sine
 
@@ -30,7 +32,7 @@ TRAIN = train_autoencoders.TrainAutoencodersConfig(
     hidden=32, batch_size=32, epochs=1, steps_per_epoch=3, max_val_tokens=500,
     train_splits=("train", "val"))
 CODES = fit_codebooks.FitCodebooksConfig(n_codes=16, niter=5, train_splits=("train", "val"))
-RUNS = {"serial": {}, "jobs": {"jobs": 2, "threads": 1}, "dask": {"scheduler": "local:2"}}
+RUNS = {"serial": {}, "jobs": {"jobs": 2}, "dask": {"scheduler": "local:2"}}
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 
 
@@ -160,7 +162,8 @@ def test_bow_embed_is_the_same_serially_with_jobs_and_on_dask(small_set, bow_mod
     stores = {}
     for name, kw in RUNS.items():
         art = _copy_models(bow_models, tmp_path / name)
-        stores[name] = embed.run(small_set, art, cfg, device="cpu", progress=False, **kw)
+        with torch_threads(2):
+            stores[name] = embed.run(small_set, art, cfg, device="cpu", progress=False, **kw)
     ref = stores["serial"]
     _, attrs = _contents(ref)
     with h5py.File(ref, "r") as f:
@@ -192,8 +195,9 @@ def test_bow_batches_across_clips_do_not_change_the_counts(small_set, bow_models
 def test_kwmlp_embed_is_the_same_serially_with_jobs_and_on_dask(small_set, kwmlp_dir, tmp_path):
     cfg = embed_kwmlp.EmbedKWMLPConfig(checkpoint=str(kwmlp_dir / "kwmlp.pth"), shard_size=4,
                                        batch_clips=3)
-    stores = {name: embed_kwmlp.run(small_set, tmp_path / name, cfg, device="cpu",
-                                    progress=False, **kw) for name, kw in RUNS.items()}
+    with torch_threads(2):
+        stores = {name: embed_kwmlp.run(small_set, tmp_path / name, cfg, device="cpu",
+                                        progress=False, **kw) for name, kw in RUNS.items()}
     ref = stores["serial"]
     with h5py.File(ref, "r") as f:
         assert len(f["clips/fname"]) == 14 and f["chunks/vectors"].shape[1] == 1024
