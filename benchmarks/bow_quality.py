@@ -22,7 +22,10 @@ family's codes on the training chunks (the effective number of dimensions k-mean
 the CPU seconds of the arm (encoders, codebooks, embedding; ``time.process_time``). Results:
 one JSON line per arm and seed, then a table of means and standard deviations over the seeds.
 
-Arms: ``naive`` (96-band log-mel mean + std over the clip's frames), ``default`` (the library's
+Arms: ``naive`` (96-band log-mel mean + std over the clip's frames), the classic peers
+``compare-functionals``, ``compare-xbow`` and ``compare-lld-stats`` (openSMILE's ComParE
+features; openXBOW's recipe on the project's codebooks: benchmarks.peer_arms; skipped with one
+line without the ``opensmile`` extra), ``default`` (the library's
 defaults), ``paper`` (trained autoencoders of raw tokens, hard assignment: Verma's), and any
 ``key=value,...`` spec over ``default``: encoder (trained, random, pca), tokens (raw, shape),
 assignment (hard, soft), k (neighbours), weighting, d (codebook size), levels (level bins),
@@ -43,6 +46,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import average_precision_score
 from sklearn.preprocessing import StandardScaler
 
+from benchmarks import peer_arms
 from benchmarks.common import machine
 from bow.bagofwords.codebook import Codebook, CodebookConfig
 from bow.bagofwords.corpus import logmel_clips
@@ -197,8 +201,22 @@ def heads(data: Data, chunk_vectors: np.ndarray) -> dict:
     return {"head_map": result["map"], "head_chunk_map": result["chunk_map"]}
 
 
+def run_peer(data: Data, name: str, seeds):
+    """Yield one result dict per seed of peer arm ``name`` (benchmarks.peer_arms)."""
+    if not hasattr(data, "peer"):
+        data.peer = peer_arms.PeerFeatures(data.clips)
+    fit_clips = np.isin(data.split, data.fit_splits)
+    for seed in seeds if name == "compare-xbow" else [None]:
+        vectors, cpu_s = peer_arms.vectors(name, data.peer, fit_clips, seed or 0)
+        yield {"arm": name, "seed": seed, **probe(data, vectors, sqrt=False),
+               "cpu_s": round(cpu_s, 1)}
+
+
 def run_arm(data: Data, name: str, seeds, with_heads: bool, encoders_cache: dict):
     """Yield one result dict per seed of arm ``name``."""
+    if name in peer_arms.ARMS:
+        yield from run_peer(data, name, seeds)
+        return
     if ARMS.get(name, "") is None:
         start = time.process_time()
         yield {"arm": name, "seed": None, **probe(data, naive_vectors(data), sqrt=False),
@@ -255,6 +273,9 @@ def main(argv=None) -> None:
                       "chunks": int(data.offsets[-1]), "fit_splits": data.fit_splits,
                       "test_splits": data.test_splits}), flush=True)
     rows, cache = [], {}
+    if any(a in peer_arms.ARMS for a in arms) and peer_arms.missing():
+        print(peer_arms.missing(), flush=True)
+        arms = [a for a in arms if a not in peer_arms.ARMS]
     for name in arms:
         for row in run_arm(data, name, [int(s) for s in args.seeds.split(",")], args.heads,
                            cache):

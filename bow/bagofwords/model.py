@@ -49,6 +49,7 @@ from bow.bagofwords.pca import PCAEncoder
 from bow.bagofwords.tokens import COUNTS, DIMS, FAMILIES, grid
 from bow.config import ConfigError, choose, option
 from bow.io.stage import ArtifactError, load_torch
+from bow.runtime import numpy_one_thread
 
 NORMALISATIONS = ("none", "sqrt", "log1p")
 ASSIGNMENTS = ("hard", "soft")
@@ -200,14 +201,15 @@ class BagOfWords:
         code counts summing to 143 (and its level counts to 143)."""
         n = logmel.shape[0]
         words = {}
-        for f in FAMILIES:
-            per = max(1, ENCODE_BATCH // COUNTS[f])
-            parts = [self.words(f, grid(logmel[i:i + per].float(), f).reshape(-1, DIMS[f]))
-                     for i in range(0, n, per)]
-            words[f] = {k: (np.concatenate([p[k] for p in parts]) if parts and
-                            parts[0][k] is not None else None) for k in parts[0]} \
-                if parts else {"ids": np.zeros((0, 1), np.int64), "weights": None,
-                               "levels": None}
+        with numpy_one_thread():
+            for f in FAMILIES:
+                per = max(1, ENCODE_BATCH // COUNTS[f])
+                parts = [self.words(f, grid(logmel[i:i + per].float(), f).reshape(-1, DIMS[f]))
+                         for i in range(0, n, per)]
+                words[f] = {k: (np.concatenate([p[k] for p in parts]) if parts and
+                                parts[0][k] is not None else None) for k in parts[0]} \
+                    if parts else {"ids": np.zeros((0, 1), np.int64), "weights": None,
+                                   "levels": None}
         return histograms(words, n, self.n_codes, self.n_levels)
 
     @classmethod
