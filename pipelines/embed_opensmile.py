@@ -20,7 +20,7 @@ so ``--jobs`` matters here. Unreadable clips, clips openSMILE fails on and rows 
 outside the vocabulary are recorded in /skipped and printed; exit 0, or 3 with ``--strict``
 when any was skipped. The fingerprint covers the feature set, the opensmile version, the
 extraction rules (``RULES``) and the clip list (not ``shard_size``, ``--jobs`` or
-``--threads``, which do not change the store): a store with the same one is not recomputed, a
+``--threads``: inert here, as in every embed stage): a store with the same one is not recomputed, a
 killed run resumes from its finished shards (bow.io.sharded). Lock: exclusive on the store.
 """
 from __future__ import annotations
@@ -49,7 +49,7 @@ class EmbedOpenSmileConfig:
 
 
 def run(data: Path, artifacts: Path, config: EmbedOpenSmileConfig = EmbedOpenSmileConfig(),
-        device: str = "auto", progress: bool = True, jobs: int = 1, threads: int | None = None,
+        device: str = "auto", progress: bool = True, jobs: int = 1,
         scheduler: str | None = None) -> Path:
     """Embed every clip into ``<artifacts>/stores/opensmile.h5``; skip when nothing changed.
     OpenSmileMissing (before anything is written) when the package is not installed."""
@@ -73,7 +73,7 @@ def run(data: Path, artifacts: Path, config: EmbedOpenSmileConfig = EmbedOpenSmi
                        vocabulary=dataset.vocabulary, kind="opensmile", config=resolved,
                        fingerprint=fingerprint, upstream={"opensmile": version},
                        shard_size=config.shard_size, extra_skipped=dataset.invalid,
-                       progress=progress, jobs=jobs, threads=threads, scheduler=scheduler)
+                       progress=progress, jobs=jobs, scheduler=scheduler)
     return out
 
 
@@ -81,7 +81,7 @@ def _work(args, cfg: EmbedOpenSmileConfig):
     path = layout.opensmile_store(args.artifacts)
     before = store_fingerprint(path)
     run(args.data, args.artifacts, cfg, args.device, not args.no_progress, args.jobs,
-        args.threads, args.scheduler)
+        args.scheduler)
     cli.say_if_unchanged(before, store_fingerprint(path), path, "opensmile version and clips")
     print(describe(path))
     values, clips = nonfinite_counts(path)
