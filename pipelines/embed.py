@@ -95,10 +95,11 @@ def run(data: Path, artifacts: Path, config: EmbedConfig = EmbedConfig(),
             return out
         bag = BagOfWords.load(ae_dir, cb_dir, assignment=narrow(config, AssignmentConfig))
         resolved = {"embed": config, "n_codes": bag.n_codes, "level_bins": bag.n_levels,
-                    "families": list(FAMILIES),
+                    "frame_codes": bag.n_frame_codes, "families": list(FAMILIES),
                     "chunk_vectors": f"{'uint16' if config.assignment == 'hard' else 'float32'} "
                                      "counts: 4 histograms of n_codes in family order, then 4 "
-                                     "of level_bins",
+                                     "of level_bins, then the frame words' histogram of "
+                                     "frame_codes",
                     "clip_vector": "mean of the chunk vectors",
                     "train_autoencoders": read_json(ae_dir / "config.json", "stage config"),
                     "fit_codebooks": read_json(cb_dir / "config.json", "stage config")}

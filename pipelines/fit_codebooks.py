@@ -5,7 +5,9 @@
 Encodes the grid tokens of every training chunk with the stage-1 autoencoders
 (``autoencoders/`` or ``autoencoders-random/``, picked by ``--encoder``) and fits
 ``bow.bagofwords.codebook.Codebook`` (FAISS k-means, on the GPU when faiss sees one and ``--device``
-is auto or cuda) on each family's codes. Writes ``<artifacts>/codebooks/<family>.npz`` (centroids),
+is auto or cuda) on each family's codes, and the frame words (bow.bagofwords.frames,
+``--frame-codes``, ``frames.npz``) on the chunks' frame descriptors. Writes
+``<artifacts>/codebooks/<family>.npz`` (centroids),
 ``<family>.json`` (parameters, per-iteration objective, cluster sizes, empty clusters,
 imbalance), ``summary.json``, ``config.json`` and ``fingerprint.json`` (``codebooks-random/``
 for the random encoders). Redone when the autoencoders, the clips or the options change.
@@ -25,7 +27,6 @@ from pathlib import Path
 
 from bow.bagofwords.codebook import CodebookConfig, faiss_gpus
 from bow.bagofwords.corpus import logmel_clips
-from bow.bagofwords.tokens import FAMILIES
 from bow.bagofwords.training import DEFAULT_ENCODER, ENCODERS, fit_codebooks
 from bow.config import ConfigError, choose, option
 from bow.data.clips import clips_fingerprint, training_clips
@@ -51,6 +52,9 @@ class FitCodebooksConfig(CodebookConfig):
     encoder: str = option(DEFAULT_ENCODER, "which encoders to use: trained, random or pca")
     level_bins: int = option(16, "level bins per family for encoders of shape tokens "
                              "(bow.bagofwords.levels; 0: none)")
+    frame_codes: int = option(1000, "frame words (bow.bagofwords.frames): words of the frame "
+                              "descriptors' codebook, openXBOW's size (0: none, the paper's "
+                              "four families only)")
     max_clips: int | None = option(None, "fit on a seeded subset of at most this many training "
                                    "clips (none: all)")
     train_splits: tuple[str, ...] = option(("train",), "splits to fit on (FSD50K: train; "
@@ -59,6 +63,8 @@ class FitCodebooksConfig(CodebookConfig):
     def __post_init__(self):
         super().__post_init__()
         choose("encoder", self.encoder, ENCODERS)
+        if self.frame_codes < 0 or self.frame_codes == 1:
+            raise ConfigError(f"frame_codes must be 0 (none) or >= 2, got {self.frame_codes}")
         if self.level_bins < 0 or self.level_bins == 1:
             raise ConfigError(f"level_bins must be 0 (none) or >= 2, got {self.level_bins}")
 
@@ -93,7 +99,7 @@ def run(data: Path, artifacts: Path, config: FitCodebooksConfig = FitCodebooksCo
         summary = {"clips": len(train) - len(skipped), "chunks": int(logmel.shape[0]),
                    "skipped": skipped, "invalid": dataset.invalid}
         summary["families"] = fit_codebooks(ae_dir, logmel, config, out, dev, faiss_gpu(device),
-                                            config.level_bins)
+                                            config.level_bins, config.frame_codes)
         write_json(out / "summary.json", summary)
         mark_done(out, fingerprint, config, inputs)
     return out
@@ -107,7 +113,7 @@ def _work(args, cfg: FitCodebooksConfig):
     print(f"codebooks (D = {cfg.n_codes}, {cfg.encoder} encoders) in {out}: "
           f"{summary['clips']} clips, {summary['chunks']} chunks, "
           f"{len(summary['skipped'])} unreadable")
-    for family in FAMILIES:
+    for family in summary["families"]:
         s = summary["families"][family]
         note = f", {s['points_per_centroid']:.0f} points per centroid" if s["few_points"] else ""
         print(f"  {family:18s} {s['n_points']} points, mean sq. distance "
