@@ -277,14 +277,14 @@ def main(argv=None) -> None:
     faiss.omp_set_num_threads(args.threads)
     arms = [name for part in args.arms.split(";")
             for name in (part.split(",") if "=" not in part else [part])]
+    if any(a in peer_arms.ARMS for a in arms) and peer_arms.missing():
+        print(peer_arms.missing(), flush=True)
+        arms = [a for a in arms if a not in peer_arms.ARMS]
     data = Data(args.data)
     print(json.dumps({"machine": machine(), "data": args.data, "clips": len(data.clips),
                       "chunks": int(data.offsets[-1]), "fit_splits": data.fit_splits,
                       "test_splits": data.test_splits}), flush=True)
     rows, cache = [], {}
-    if any(a in peer_arms.ARMS for a in arms) and peer_arms.missing():
-        print(peer_arms.missing(), flush=True)
-        arms = [a for a in arms if a not in peer_arms.ARMS]
     for name in arms:
         for row in run_arm(data, name, [int(s) for s in args.seeds.split(",")], args.heads,
                            cache):
