@@ -18,19 +18,25 @@ This is ComParE's low-level-descriptor idea (energies, cepstra, band energies, s
 deltas) on the project's own front end; voicing descriptors (F0, HNR, jitter) are left out:
 they need the waveform and a pitch tracker.
 
-Decision: everything is elementwise or a reduction along one chunk's own axis (the cepstra too,
-as a product and sum, not a matmul; the deltas by their formula, not a convolution), so a
-chunk's descriptors are the same bits in any batch: BLAS and convolution kernels may round by
-the batch's size (bow.bagofwords.encoder), and stores must not depend on how they were batched.
+Decision: chunks are computed in groups of ``GROUP``, the last one zero-padded, on one torch
+thread, so every operation sees the same shapes whatever the batch (the deltas by their
+formula, not a convolution): a chunk's descriptors are the same bits in any batch. BLAS kernels
+may round by a matrix's size (bow.bagofwords.encoder), and torch's elementwise kernels compute
+the last elements of a tensor (and of each thread's share) on a scalar path whose exp, log and
+pow may differ from the vector path in the last bit (measured: the kurtosis of the last frames
+of a batch's last chunk, computed batch-wise); stores must not depend on how they were batched.
+One chunk at a time gave the same bits but cost 3x more in Python overhead.
 """
 from __future__ import annotations
 
 import functools
+import math
 
 import torch
 import torch.nn.functional as F
 
 from bow.environment import torchaudio
+from bow.runtime import one_thread
 
 N_CEPSTRA, N_BANDS, BAND_WIDTH = 13, 24, 4
 NAMES = (["level"] + [f"c{i}" for i in range(1, N_CEPSTRA + 1)] +
@@ -43,9 +49,22 @@ LN10 = 2.302585092994046
 
 
 @functools.lru_cache(maxsize=2)
-def _dct(n_mels: int) -> torch.Tensor:
-    """(n_mels, N_CEPSTRA) orthonormal DCT-II rows c1..c13 (c0 is the level)."""
-    return torchaudio().functional.create_dct(N_CEPSTRA + 1, n_mels, "ortho")[:, 1:].contiguous()
+def _projections(n_mels: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-frame linear maps, (n_mels, 15) float32 of the dB: c1..c13 (orthonormal DCT-II, c0
+    being the level), the slope over the band index and the mean; (n_mels, 5 + 24) float64 of
+    the power: its sums weighted by u^0..u^4, u = (b - c) / c the band index centred and scaled
+    to [-1, 1] (raw moments, in float64: they cancel for peaked spectra), and by each group of
+    4 bands."""
+    b = torch.arange(n_mels, dtype=torch.float64)
+    bc = b - b.mean()
+    dct = torchaudio().functional.create_dct(N_CEPSTRA + 1, n_mels, "ortho")[:, 1:].double()
+    of_db = torch.cat([dct, (bc / bc.square().sum())[:, None],
+                       torch.full((n_mels, 1), 1.0 / n_mels, dtype=torch.float64)], dim=1)
+    groups = torch.zeros(n_mels, N_BANDS, dtype=torch.float64)
+    groups[torch.arange(n_mels), torch.arange(n_mels) // (n_mels // N_BANDS)] = 1.0
+    u = bc / bc.max()
+    of_power = torch.cat([torch.stack([u ** j for j in range(5)], dim=1), groups], dim=1)
+    return of_db.float().contiguous(), of_power.contiguous()
 
 
 def _deltas(x: torch.Tensor) -> torch.Tensor:
@@ -55,36 +74,55 @@ def _deltas(x: torch.Tensor) -> torch.Tensor:
     return ((p[:, 3:t + 3] - p[:, 1:t + 1]) + 2.0 * (p[:, 4:t + 4] - p[:, 0:t])) / 10.0
 
 
-def _shape(power: torch.Tensor, db: torch.Tensor) -> torch.Tensor:
-    """(n, t, m) mel power and dB -> (n, t, 9) spectral shape (module docstring)."""
-    m = power.shape[-1]
-    b = torch.arange(m, dtype=power.dtype)
-    q = power / power.sum(-1, keepdim=True)
-    centroid = (q * b).sum(-1)
-    dev = b - centroid.unsqueeze(-1)
-    var = (q * dev.square()).sum(-1)
-    spread = var.sqrt()
-    skew = (q * dev.pow(3)).sum(-1) / spread.pow(3).clamp(min=1e-6)
-    kurt = (q * dev.pow(4)).sum(-1) / var.square().clamp(min=1e-6)
-    entropy = -(q * q.clamp(min=1e-12).log()).sum(-1) / torch.log(torch.tensor(float(m)))
-    flatness = 10.0 * (power.log().mean(-1) - power.mean(-1).log()) / LN10
-    rolloff = (q.cumsum(-1) < 0.85).sum(-1).to(power.dtype)
-    bc = b - b.mean()
-    slope = ((db - db.mean(-1, keepdim=True)) * bc).sum(-1) / bc.square().sum()
-    flux = torch.zeros_like(centroid)
-    flux[:, 1:] = (db[:, 1:] - db[:, :-1]).square().mean(-1).sqrt()
-    return torch.stack([centroid, spread, skew, kurt, entropy, flatness, rolloff, slope, flux],
-                       dim=-1)
+GROUP = 16       # chunks per computation, the last group zero-padded (module docstring)
 
 
+@one_thread()
 def frame_descriptors(logmel: torch.Tensor) -> torch.Tensor:
     """(n, 96, 100) log-mel dB -> (n, 100, 94) float32 descriptors and deltas per frame
-    (float32 arithmetic: dB values are within 80 dB of each chunk's peak, bow.audio.features)."""
-    db = logmel.float().transpose(1, 2).contiguous()              # (n, t, m)
-    n, t, m = db.shape
+    (float32 arithmetic: dB values are within 80 dB of each chunk's peak, bow.audio.features).
+    In groups of ``GROUP`` chunks, each through the same operations on the same shapes."""
+    n, m, t = logmel.shape
+    out = torch.empty(n, t, DIM)
+    group = torch.zeros(GROUP, m, t)
+    for i in range(0, n, GROUP):
+        k = min(GROUP, n - i)
+        group[:k] = logmel[i:i + k]
+        group[k:] = 0.0
+        out[i:i + k] = _group(group)[:k]
+    return out
+
+
+def _group(logmel: torch.Tensor) -> torch.Tensor:
+    """(GROUP, 96, 100) log-mel dB -> (GROUP, 100, 94). The spectral moments come from the raw
+    moments of the band index (one matmul), the entropy and flatness from the dB directly
+    (log q = dB ln 10 / 10 - log S): a few passes over the spectrum instead of one per
+    statistic."""
+    db = logmel.transpose(1, 2).contiguous()                       # (g, t, m)
+    m = db.shape[2]
+    of_db, of_power = _projections(m)
     power = torch.exp(db * (LN10 / 10.0))
-    level = 10.0 * power.mean(-1).log10()
-    cepstra = (db.unsqueeze(-1) * _dct(m)).sum(-2)
-    bands = 10.0 * power.reshape(n, t, N_BANDS, m // N_BANDS).mean(-1).log10()
-    static = torch.cat([level.unsqueeze(-1), cepstra, bands, _shape(power, db)], dim=-1)
+    a, p = db @ of_db, power.double() @ of_power                   # (g, t, 15), (g, t, 29)
+    total = p[..., 0]
+    mu = p[..., 1] / total
+    m2, m3, m4 = (p[..., j] / total for j in (2, 3, 4))
+    mu2 = mu * mu
+    var = (m2 - mu2).clamp(min=1e-12)
+    skew = ((m3 - 3.0 * mu * m2 + 2.0 * mu2 * mu) / (var * var.sqrt())).float()
+    kurt = ((m4 - 4.0 * mu * m3 + 6.0 * mu2 * m2 - 3.0 * mu2 * mu2) / (var * var)).float()
+    half = (m - 1) / 2.0                                           # u = (b - half) / half
+    centroid, spread = (half + half * mu).float(), (half * var.sqrt()).float()
+    p, total = p.float(), total.float()
+    log_total = torch.log(total)
+    weighted_db = (power * db).sum(-1) / total                     # sum q dB
+    entropy = (log_total - weighted_db * (LN10 / 10.0)) / math.log(m)
+    level = 10.0 * (log_total - math.log(m)) / LN10
+    flatness = a[..., N_CEPSTRA + 1] - level                       # dB of geometric / arithmetic
+    rolloff = (power.cumsum(-1) < 0.85 * total.unsqueeze(-1)).sum(-1).float()
+    flux = torch.zeros_like(total)
+    flux[:, 1:] = (db[:, 1:] - db[:, :-1]).square().mean(-1).sqrt()
+    bands = 10.0 * torch.log10(p[..., 5:] / (m // N_BANDS))
+    static = torch.cat([level.unsqueeze(-1), a[..., :N_CEPSTRA], bands,
+                        torch.stack([centroid, spread, skew, kurt, entropy, flatness, rolloff,
+                                     a[..., N_CEPSTRA], flux], dim=-1)], dim=-1)
     return torch.cat([static, _deltas(static)], dim=-1)
