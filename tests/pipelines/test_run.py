@@ -19,8 +19,8 @@ from pipelines import run_config, run_report
 from pipelines.orchestrate import Stages, keyword_view, n_stages, opensmile_stage
 
 ROOT = Path(__file__).resolve().parents[2]
-BUDGETS = {"hidden", "epochs", "steps_per_epoch", "patience", "n_codes", "niter", "nredo",
-           "warmup_epochs", "batch_size", "max_epochs"}
+BUDGETS = {"hidden", "epochs", "steps_per_epoch", "patience", "n_codes", "frame_codes", "niter",
+           "nredo", "warmup_epochs", "batch_size", "max_epochs"}
 
 
 def _changed(config, default) -> set:
@@ -56,6 +56,7 @@ def test_quick_preset_only_shrinks_budgets():
     for name, cls in run_config.STAGES.items():
         assert _changed(getattr(config, name), cls()) - {"feature_sets"} <= BUDGETS, name
     assert config.fit_codebooks.n_codes < run_config.FitCodebooksConfig().n_codes
+    assert config.fit_codebooks.frame_codes < run_config.FitCodebooksConfig().frame_codes
     assert config.pretrain_kwmlp.epochs < run_config.PretrainKWMLPConfig().epochs
     assert config.pretrain_kwmlp.depth == 12     # the architecture is the paper's
     assert config.pretrain_audiomlp.epochs < run_config.PretrainAudioMLPConfig().epochs
