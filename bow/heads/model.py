@@ -53,6 +53,7 @@ from bow.progress import progress as progress_bar
 from bow.runtime import resolve_device
 
 LOSSES = ("huber", "bce")
+FUSIONS = ("late", "concat")
 OUTPUT_BIASES = ("prior", "zero")
 BLOCK = 65536  # rows moved / normalised / predicted at a time
 
@@ -80,6 +81,9 @@ class HeadConfig:
     train_splits: tuple[str, ...] = option(("train",), "splits the head is trained on")
     val_splits: tuple[str, ...] = option(("val",), "splits for early stopping")
     eval_splits: tuple[str, ...] = option(("eval", "test"), "splits scored")
+    fusion: str = option("late", "several stores: late (a head per store, probabilities "
+                         "mixed with weights chosen on validation, bow.heads.fusion) or concat "
+                         "(one head on the joined columns)")
     val_fraction: float = option(0.1, "share of training clips (seeded) held out for early "
                                  "stopping when the validation splits hold no clips")
 
@@ -87,6 +91,7 @@ class HeadConfig:
         choose("normalisation", self.normalisation, NORMALISATIONS)
         choose("output_bias", self.output_bias, OUTPUT_BIASES)
         choose("loss", self.loss, LOSSES)
+        choose("fusion", self.fusion, FUSIONS)
         if not 0.0 <= self.mask_p < 1.0:
             raise ConfigError(f"mask_p must be in [0, 1), got {self.mask_p}")
 
@@ -244,6 +249,11 @@ class Head:
     def predict_clips(self, features: FeatureSet) -> np.ndarray:
         """(N, C) clip probabilities: the mean of each clip's chunk probabilities."""
         return clip_probabilities(self.predict_chunks(features.chunks), features.offsets)
+
+    def summary(self) -> dict:
+        """Training summary: best_epoch, epochs, best_val_map, history (per epoch)."""
+        return {"best_epoch": self.best_epoch_, "epochs": len(self.history_),
+                "best_val_map": self.best_val_map_, "history": self.history_}
 
     def save(self, directory: str | Path) -> Path:
         """Write head.npz (weights and normaliser, plain arrays) and head.json (config, ...)."""
