@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bow.heads.metrics import clip_probabilities, mean_average_precision
+from bow.heads.metrics import clip_probabilities_in_blocks, mean_average_precision
 from bow.heads.model import BLOCK, Head, HeadConfig
 from bow.io.featureset import FeatureSet
 from bow.io.stage import ArtifactError, read_json, write_json
@@ -77,8 +77,10 @@ class FusedHead:
         return out
 
     def predict_clips(self, features: FeatureSet) -> np.ndarray:
-        """(N, C) clip probabilities: the mean of each clip's fused chunk probabilities."""
-        return clip_probabilities(self.predict_chunks(features.chunks), features.offsets)
+        """(N, C) float32 clip probabilities: the mean of each clip's fused chunk probabilities
+        (read in blocks of whole clips)."""
+        return clip_probabilities_in_blocks(self.predict_chunks, features.chunks,
+                                            features.offsets, len(self.vocabulary_), BLOCK)
 
     def summary(self) -> dict:
         """Training summary: best_epoch and epochs (the longest block's), best_val_map (fused),

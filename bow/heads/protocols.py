@@ -49,7 +49,8 @@ def train_and_score(train: FeatureSet, val: FeatureSet, test: FeatureSet, config
 def chunk_map(head: Head | FusedHead, features: FeatureSet) -> float:
     """mAP of the head's 1 s chunk probabilities against their clips' labels (the paper's
     Fig. 2 and 3 metric; clip mAP averages the chunk probabilities of each clip first)."""
-    return mean_average_precision(features.chunk_labels(), head.predict_chunks(features.chunks))
+    return mean_average_precision(features.labels, head.predict_chunks(features.chunks),
+                                  repeats=np.diff(features.offsets))
 
 
 def hold_out(features: FeatureSet, fraction: float, seed: int) -> tuple[FeatureSet, FeatureSet]:

@@ -14,7 +14,7 @@ late fusion of bow.heads.fusion trains a head on each).
 ``find_feature_sets`` names the feature sets of a folder of stores: every store (bow.h5,
 bow-random.h5 (the random-encoder control), kwmlp.h5, audiomlp.h5 and the openSMILE peer's
 opensmile.h5 first, then any other ``*.h5``), plus ``bow+kwmlp``, ``bow+audiomlp`` and
-``bow+opensmile`` (concatenated chunk by chunk) when both of their stores exist; or those
+``bow+opensmile`` (joined chunk by chunk) when both of their stores exist; or those
 requested (store names without .h5, joined with + to concatenate).
 """
 from __future__ import annotations
