@@ -51,7 +51,13 @@ from torch import nn
 from bow.bagofwords.model import NORMALISATIONS, normalise
 from bow.config import ConfigError, choose, option
 from bow.heads.metrics import clip_probabilities_in_blocks, mean_average_precision
-from bow.heads.stream import block_rows, epoch_windows, float32_bytes, memory_budget, read_ahead
+from bow.heads.stream import (
+    block_rows,
+    float32_bytes,
+    memory_batches,
+    memory_budget,
+    streamed_batches,
+)
 from bow.io.featureset import FeatureSet, FeatureSetError
 from bow.io.stage import ArtifactError, atomic_path, read_json, write_json
 from bow.progress import progress as progress_bar
@@ -193,26 +199,6 @@ class Head:
                                             .to(dev)) for i in range(0, len(chunks), BLOCK)]
         return torch.cat(parts) if parts else torch.zeros(0, chunks.shape[1], device=dev)
 
-    def _memory_batches(self, x: torch.Tensor, y: torch.Tensor):
-        """One epoch of (inputs, labels) batches from tensors in memory (one permutation)."""
-        order = torch.randperm(len(x)).to(x.device)
-        for i in range(0, len(x), self.config.batch_size):
-            idx = order[i:i + self.config.batch_size]
-            yield x[idx], y[idx]
-
-    def _stream_batches(self, train: FeatureSet, rows_per_block: int):
-        """One epoch of (inputs, labels) batches read from the stores (bow.heads.stream)."""
-        dev, size = resolve_device(self.device), self.config.batch_size
-        row_clip = np.repeat(np.arange(len(train)), np.diff(train.offsets))
-        windows = epoch_windows(int(train.offsets[-1]), rows_per_block, self.config.shuffle_window)
-        for rows, raw in read_ahead(train.chunks, windows, rows_per_block):
-            x = self._inputs(raw)
-            y = torch.from_numpy(train.labels[row_clip[rows]].astype(np.float32)).to(dev)
-            order = torch.randperm(len(x)).to(dev)
-            for i in range(0, len(x), size):
-                idx = order[i:i + size]
-                yield x[idx], y[idx]
-
     def fit(self, train: FeatureSet, val: FeatureSet, progress: bool = False) -> "Head":
         """Train on ``train``'s chunks, early-stopping on ``val``'s clip mAP; in memory when the
         training chunks (float32, twice: raw and normalised) fit the memory budget, else
@@ -260,8 +246,9 @@ class Head:
             for epoch in bar:
                 self.model_.train()
                 total = torch.zeros((), device=dev)
-                batches = (self._stream_batches(train, rows_per_block) if self.streamed_
-                           else self._memory_batches(x, y))
+                batches = (streamed_batches(train, rows_per_block, cfg.shuffle_window,
+                                            cfg.batch_size, self._inputs, dev)
+                           if self.streamed_ else memory_batches(x, y, cfg.batch_size))
                 for xb, yb in batches:
                     xb = mask_tokens(xb, mask_p, columns, fill)
                     loss = head_loss(self.model_(xb), yb, cfg.loss)

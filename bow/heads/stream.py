@@ -19,6 +19,7 @@ windows of blocks:
 """
 from __future__ import annotations
 
+import os
 import queue
 import threading
 from pathlib import Path
@@ -37,7 +38,6 @@ def available_memory(device: torch.device) -> int:
                       .splitlines() if ":" in line)
         ram = int(fields["MemAvailable"].split()[0]) * 1024
     except (OSError, KeyError, ValueError):
-        import os
         ram = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     if device.type == "cuda":
         return min(ram, torch.cuda.mem_get_info(device)[0])
@@ -112,3 +112,23 @@ def read_ahead(chunks, windows: list[np.ndarray], rows_per_block: int):
                 out.get_nowait()
             except queue.Empty:
                 thread.join(0.01)
+
+
+def memory_batches(x: torch.Tensor, y: torch.Tensor, batch_size: int):
+    """One epoch of (inputs, labels) batches of tensors in memory: one permutation of rows."""
+    order = torch.randperm(len(x)).to(x.device)
+    for i in range(0, len(x), batch_size):
+        idx = order[i:i + batch_size]
+        yield x[idx], y[idx]
+
+
+def streamed_batches(train, rows_per_block: int, window: int, batch_size: int, inputs,
+                     device: torch.device):
+    """One epoch of (inputs, labels) batches read from the stores of ``train`` (a FeatureSet);
+    ``inputs`` maps raw (m, D) rows to normalised tensors on ``device``."""
+    row_clip = np.repeat(np.arange(len(train)), np.diff(train.offsets))
+    windows = epoch_windows(int(train.offsets[-1]), rows_per_block, window)
+    for rows, raw in read_ahead(train.chunks, windows, rows_per_block):
+        x = inputs(raw)
+        y = torch.from_numpy(train.labels[row_clip[rows]].astype(np.float32)).to(device)
+        yield from memory_batches(x, y, batch_size)
