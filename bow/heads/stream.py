@@ -6,7 +6,8 @@ windows of blocks:
 
 * Blocks: ``block_rows`` consecutive training rows; a multiple of the stores' HDF5 chunk rows
   when a window of such blocks fits a quarter of the budget (each stored chunk is then read
-  once per epoch), else as many rows as fit. Fused sets read each store's rows of a block side
+  once per epoch), else as many rows as fit (each block then decompresses its whole stored
+  chunk: a budget far below the stores' chunks, ~256 KiB x window x 4, is slow). Fused sets read each store's rows of a block side
   by side (bow.io.reader.ChunkMatrix).
 * Shuffling: each epoch draws a permutation of the blocks, takes them ``window`` at a time, and
   permutes the rows of each window (one ``torch.randperm`` over its rows); batches are cut from
