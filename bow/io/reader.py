@@ -133,15 +133,12 @@ class ChunkMatrix:
     def __len__(self) -> int:
         return self.shape[0]
 
-    @property
-    def nbytes32(self) -> int:
-        """Bytes of the whole matrix as float32 (what a head holds in memory)."""
-        return 4 * self.shape[0] * self.shape[1]
-
     def take(self, rows) -> "ChunkMatrix":
+        """The lazy matrix of rows ``rows`` (index array, mask or slice)."""
         return ChunkMatrix([p.take(rows) for p in self.parts])
 
     def hstack(self, other: "ChunkMatrix") -> "ChunkMatrix":
+        """``other``'s columns after these (same rows)."""
         return ChunkMatrix(self.parts + other.parts)
 
     def __getitem__(self, key) -> np.ndarray:
