@@ -7,12 +7,13 @@ windows of blocks:
 * Blocks: ``block_rows`` consecutive training rows; a multiple of the stores' HDF5 chunk rows
   when a window of such blocks fits a quarter of the budget (each stored chunk is then read
   once per epoch), else as many rows as fit (each block then decompresses its whole stored
-  chunk: a budget far below the stores' chunks, ~256 KiB x window x 4, is slow). Fused sets read each store's rows of a block side
-  by side (bow.io.reader.ChunkMatrix).
+  chunk: a budget far below the stores' chunks, ~256 KiB x window x 4, is slow). Fused sets
+  read each store's rows of a block side by side (bow.io.reader.ChunkMatrix).
 * Shuffling: each epoch draws a permutation of the blocks, takes them ``window`` at a time, and
   permutes the rows of each window (one ``torch.randperm`` over its rows); batches are cut from
-  that order. With all blocks in one window no block permutation is drawn and the rows of the
-  window are the training rows in order, so the batches are those of the in-memory path (one
+  that order, the rows left over by one window opening the next window's first batch. With
+  all blocks in one window no block permutation is drawn and the rows of the window are the
+  training rows in order, so the batches are those of the in-memory path (one
   ``torch.randperm`` over all rows): same seed, same weights (tests/heads/test_stream.py).
 * Read-ahead: a thread reads the next window while the current one trains (a queue of one
   window: at most two raw windows and one normalised window in memory, about 3/4 of the
@@ -128,10 +129,21 @@ def memory_batches(x: torch.Tensor, y: torch.Tensor, batch_size: int):
 def streamed_batches(train, rows_per_block: int, window: int, batch_size: int, inputs,
                      device: torch.device):
     """One epoch of (inputs, labels) batches read from the stores of ``train`` (a FeatureSet);
-    ``inputs`` maps raw (m, D) rows to normalised tensors on ``device``."""
+    ``inputs`` maps raw (m, D) rows to normalised tensors on ``device``. The rows a window
+    leaves over a whole batch start the next window's first batch, so every batch but the
+    epoch's last holds ``batch_size`` rows, as in memory."""
     row_clip = np.repeat(np.arange(len(train)), np.diff(train.offsets))
     windows = epoch_windows(int(train.offsets[-1]), rows_per_block, window)
+    x_left = y_left = None
     for rows, raw in read_ahead(train.chunks, windows, rows_per_block):
-        x = inputs(raw)
-        y = torch.from_numpy(train.labels[row_clip[rows]].astype(np.float32)).to(device)
-        yield from memory_batches(x, y, batch_size)
+        order = torch.randperm(len(rows)).to(device)
+        x = inputs(raw)[order]
+        y = torch.from_numpy(train.labels[row_clip[rows]].astype(np.float32)).to(device)[order]
+        if x_left is not None:
+            x, y = torch.cat([x_left, x]), torch.cat([y_left, y])
+        whole = len(x) // batch_size * batch_size
+        for i in range(0, whole, batch_size):
+            yield x[i:i + batch_size], y[i:i + batch_size]
+        x_left, y_left = x[whole:], y[whole:]
+    if x_left is not None and len(x_left):
+        yield x_left, y_left

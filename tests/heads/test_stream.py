@@ -8,7 +8,7 @@ import torch
 
 from bow.heads.model import Head, HeadConfig
 from bow.heads.protocols import run_protocol
-from bow.heads.stream import block_rows, epoch_windows, float32_bytes, read_ahead
+from bow.heads.stream import block_rows, epoch_windows, float32_bytes, read_ahead, streamed_batches
 from bow.io.featureset import load_features
 from tests.heads_data import (
     one_torch_thread,  # noqa: F401  (autouse fixture)
@@ -97,3 +97,20 @@ def test_read_ahead_yields_windows_and_raises_reader_errors(stores):
             raise OSError("disk gone")
     with pytest.raises(OSError, match="disk gone"):
         list(read_ahead(Broken(), windows, 2))
+
+
+def test_streamed_batches_are_whole_across_windows(stores):
+    train = load_features(stores[:1]).select(["train"])
+    n = int(train.offsets[-1])
+    torch.manual_seed(0)
+    batches = list(streamed_batches(train, 5, 2, 32, lambda raw: torch.from_numpy(
+        raw.astype(np.float32)), torch.device("cpu")))
+    assert [len(x) for x, _ in batches] == [32] * (n // 32) + ([n % 32] if n % 32 else [])
+    rows = torch.cat([x for x, _ in batches]).numpy()
+    whole = np.asarray(train.chunks).astype(np.float32)
+    assert sorted(map(tuple, rows)) == sorted(map(tuple, whole))       # every row once
+    labels = train.chunk_labels().astype(np.float32)
+    for x, y in batches:                        # each row travels with its clip's labels
+        for xi, yi in zip(x.numpy()[:3], y.numpy()[:3]):
+            match = np.flatnonzero((whole == xi).all(axis=1))
+            assert any((labels[m] == yi).all() for m in match)
