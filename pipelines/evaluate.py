@@ -4,9 +4,10 @@
 
 Feature sets: by default every store in ``DIR/stores`` (bow.h5, bow-random.h5 (the
 random-encoder control), kwmlp.h5, audiomlp.h5, the openSMILE peer's opensmile.h5, then any
-other ``*.h5`` there), plus ``bow+kwmlp``, ``bow+audiomlp`` and ``bow+opensmile`` (the stores
-concatenated chunk by chunk) when both stores exist; ``--feature-sets bow,kwmlp,bow+kwmlp``
-chooses (names are store file names without .h5, joined with + to concatenate). Every feature
+other ``*.h5`` there), plus ``bow+kwmlp``, ``bow+audiomlp`` and ``bow+opensmile`` when both
+stores exist (a head per store, fused with weights chosen on validation: ``--fusion``,
+bow.heads.fusion); ``--feature-sets bow,kwmlp,bow+kwmlp`` chooses (names are store file
+names without .h5, joined with + to fuse). Every feature
 set gets the same splits and head settings (``bow.heads.protocols``): the ``splits`` protocol when
 some clip is in ``--eval-splits`` (FSD50K: train / early stop on val / score eval), else k-fold
 over integer-named splits (ESC-10: folds 1-5, early stop on the next fold).

@@ -3,10 +3,12 @@
     python -m pipelines.train_heads --features artifacts/stores/bow.h5 [--name NAME]
     python -m pipelines.train_heads --features bow.h5,kwmlp.h5    (or --features repeated)
 
-Several stores are concatenated chunk by chunk (``bow.io.featureset``: clips matched by fname,
-chunk counts must agree). The head (``bow.heads.model``) is trained on ``--train-splits``, stopped
-early on ``--val-splits`` (a seeded ``--val-fraction`` of the training clips when those hold
-no clip) and scored on ``--eval-splits`` (``bow.heads.metrics``; no score when they hold no clip).
+Several stores are joined chunk by chunk (``bow.io.featureset``: clips matched by fname,
+chunk counts must agree) and, with ``--fusion late`` (the default), get a head each whose
+probabilities are mixed with weights chosen on validation (``bow.heads.fusion``). The head
+(``bow.heads.model``) is trained on ``--train-splits``, stopped early on ``--val-splits`` (a
+seeded ``--val-fraction`` of the training clips when those hold no clip) and scored on
+``--eval-splits`` (``bow.heads.metrics``; no score when they hold no clip).
 For a fold dataset such as ESC-10 give the folds, e.g. ``--train-splits 1,2,3
 --val-splits 4 --eval-splits 5``; ``python -m pipelines.evaluate`` runs the whole k-fold.
 
@@ -15,8 +17,11 @@ Output ``<artifacts>/heads/<name>/`` (name: the store names joined with "+"):
                 ``normaliser/scale``, ``normaliser/count_columns``): plain arrays, no pickle
   head.json     head config, vocabulary, input size, training history, best epoch
   scores.json   evaluation scores (map, d_prime, mean_auc, accuracy, per-class AP)
+  fusion.json   several stores with late fusion: the blocks (stores), their columns and
+                weights; each block's head.npz and head.json are in ``<name>/<store>/``
   config.json, fingerprint.json   (bow.io.stage) the stage is skipped when the config and the
-                stores' fingerprints are unchanged. ``bow.heads.model.Head.load(dir)`` reads a head.
+                stores' fingerprints are unchanged. ``bow.heads.fusion.load_head(dir)`` reads
+                either kind of head.
 Locks: exclusive on the head folder, shared on each store (bow.io.store.lock_dir).
 """
 from __future__ import annotations

@@ -13,6 +13,9 @@ Decisions (the papers leave them open):
   expected mAP of random scores.
 * Accuracy (single-label data only): argmax of the clip probabilities against the clip's
   one label.
+* Memory: probabilities are kept in their dtype (the heads give float32) and scored one class
+  at a time, so millions of chunk rows never become one float64 matrix; chunk-level scores take
+  the clips' labels with ``repeats`` (chunks per clip) instead of a (chunks, classes) matrix.
 """
 from __future__ import annotations
 
@@ -40,27 +43,50 @@ def clip_probabilities(chunk_probs: np.ndarray, offsets: np.ndarray) -> np.ndarr
     return np.add.reduceat(chunk_probs, offsets[:-1], axis=0) / counts[:, None]
 
 
-def _check(labels: np.ndarray, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    labels = np.asarray(labels)
-    probs = np.asarray(probs, dtype=np.float64)
-    if labels.shape != probs.shape or labels.ndim != 2:
-        raise ValueError(f"labels {labels.shape} and probabilities {probs.shape} must both be "
-                         "(clips, classes)")
-    return labels.astype(bool), probs
-
-
-def per_class_ap(labels: np.ndarray, probs: np.ndarray) -> np.ndarray:
-    """(N, C) multi-hot labels and scores -> (C,) average precision, NaN without positives."""
-    labels, probs = _check(labels, probs)
-    out = np.full(labels.shape[1], np.nan)
-    for c in np.flatnonzero(labels.any(axis=0)):
-        out[c] = average_precision_score(labels[:, c], probs[:, c])
+def clip_probabilities_in_blocks(predict, chunks, offsets: np.ndarray, n_classes: int,
+                                 block: int) -> np.ndarray:
+    """(N, C) float32 clip probabilities of (M, D) chunks (array or lazy), ``predict`` mapping a
+    block of chunk rows to their (m, C) probabilities; read in blocks of whole clips of about
+    ``block`` rows, so no (M, C) matrix is held."""
+    offsets = np.asarray(offsets, dtype=np.int64)
+    out = np.zeros((len(offsets) - 1, n_classes), np.float32)
+    first = 0
+    while first < len(out):
+        last = int(np.searchsorted(offsets, offsets[first] + block, "right")) - 1
+        last = min(max(last, first + 1), len(out))
+        a, b = int(offsets[first]), int(offsets[last])
+        out[first:last] = clip_probabilities(predict(chunks[a:b]), offsets[first:last + 1] - a)
+        first = last
     return out
 
 
-def mean_average_precision(labels: np.ndarray, probs: np.ndarray) -> float:
-    """Macro mAP over the classes with at least one positive (NaN if there are none)."""
-    ap = per_class_ap(labels, probs)
+def _check(labels: np.ndarray, probs: np.ndarray, repeats=None) -> tuple[np.ndarray, np.ndarray]:
+    labels, probs = np.asarray(labels), np.asarray(probs)
+    rows = len(labels) if repeats is None else int(np.sum(repeats))
+    if labels.ndim != 2 or probs.shape != (rows, labels.shape[1]):
+        raise ValueError(f"labels {labels.shape} (rows {rows}) and probabilities {probs.shape} "
+                         "must both be (clips, classes)")
+    if probs.dtype.kind != "f":
+        probs = probs.astype(np.float64)
+    return labels.astype(bool), probs
+
+
+def per_class_ap(labels: np.ndarray, probs: np.ndarray, repeats=None) -> np.ndarray:
+    """(N, C) multi-hot labels and (N, C) scores -> (C,) average precision, NaN without
+    positives. With ``repeats`` ((N,) ints), the scores are (sum(repeats), C) rows and row r
+    has the labels of its clip (clip i owns ``repeats[i]`` consecutive rows)."""
+    labels, probs = _check(labels, probs, repeats)
+    out = np.full(labels.shape[1], np.nan)
+    for c in np.flatnonzero(labels.any(axis=0)):
+        y = labels[:, c] if repeats is None else np.repeat(labels[:, c], repeats)
+        out[c] = average_precision_score(y, probs[:, c])
+    return out
+
+
+def mean_average_precision(labels: np.ndarray, probs: np.ndarray, repeats=None) -> float:
+    """Macro mAP over the classes with at least one positive (NaN if there are none);
+    ``repeats`` as in ``per_class_ap``."""
+    ap = per_class_ap(labels, probs, repeats)
     return float(np.nanmean(ap)) if np.isfinite(ap).any() else float("nan")
 
 

@@ -28,6 +28,10 @@ Decisions (the paper gives the architecture and the loss; the rest is ours):
 * Optimiser: Adam, lr 1e-3, batch 256 chunks, reshuffled each epoch. After every epoch the
   validation clip mAP is measured; training stops after ``patience`` epochs without a new
   best (or at ``max_epochs``) and the best epoch's weights are kept.
+* Memory: the training chunks are held in memory as float32 when they fit the memory budget
+  (``memory_budget_mb``), else streamed from the stores in shuffled blocks (bow.heads.stream);
+  normalisation statistics, masking, early stopping and metrics are the same either way, and
+  validation and scoring always read in blocks of whole clips.
 * Seeding: weight init, shuffling, masking and dropout draw from torch's generators seeded
   with ``seed`` inside ``torch.random.fork_rng`` (the caller's random state is untouched);
   on CPU the same seed gives the same numbers.
@@ -46,13 +50,21 @@ from torch import nn
 
 from bow.bagofwords.model import NORMALISATIONS, normalise
 from bow.config import ConfigError, choose, option
-from bow.heads.metrics import clip_probabilities, mean_average_precision
+from bow.heads.metrics import clip_probabilities_in_blocks, mean_average_precision
+from bow.heads.stream import (
+    block_rows,
+    float32_bytes,
+    memory_batches,
+    memory_budget,
+    streamed_batches,
+)
 from bow.io.featureset import FeatureSet, FeatureSetError
 from bow.io.stage import ArtifactError, atomic_path, read_json, write_json
 from bow.progress import progress as progress_bar
 from bow.runtime import resolve_device
 
 LOSSES = ("huber", "bce")
+FUSIONS = ("late", "concat")
 OUTPUT_BIASES = ("prior", "zero")
 BLOCK = 65536  # rows moved / normalised / predicted at a time
 
@@ -80,6 +92,14 @@ class HeadConfig:
     train_splits: tuple[str, ...] = option(("train",), "splits the head is trained on")
     val_splits: tuple[str, ...] = option(("val",), "splits for early stopping")
     eval_splits: tuple[str, ...] = option(("eval", "test"), "splits scored")
+    fusion: str = option("late", "several stores: late (a head per store, probabilities "
+                         "mixed with weights chosen on validation, bow.heads.fusion) or concat "
+                         "(one head on the joined columns)")
+    memory_budget_mb: float = option(0.0, "memory a head may hold, MiB; training chunks "
+                                     "larger than half of it are streamed from the stores "
+                                     "(bow.heads.stream). 0: half the available RAM (and GPU "
+                                     "memory with cuda)")
+    shuffle_window: int = option(16, "blocks shuffled together when streaming")
     val_fraction: float = option(0.1, "share of training clips (seeded) held out for early "
                                  "stopping when the validation splits hold no clips")
 
@@ -87,6 +107,9 @@ class HeadConfig:
         choose("normalisation", self.normalisation, NORMALISATIONS)
         choose("output_bias", self.output_bias, OUTPUT_BIASES)
         choose("loss", self.loss, LOSSES)
+        choose("fusion", self.fusion, FUSIONS)
+        if self.memory_budget_mb < 0 or self.shuffle_window < 1:
+            raise ConfigError("memory_budget_mb must be >= 0 and shuffle_window >= 1")
         if not 0.0 <= self.mask_p < 1.0:
             raise ConfigError(f"mask_p must be in [0, 1), got {self.mask_p}")
 
@@ -177,7 +200,9 @@ class Head:
         return torch.cat(parts) if parts else torch.zeros(0, chunks.shape[1], device=dev)
 
     def fit(self, train: FeatureSet, val: FeatureSet, progress: bool = False) -> "Head":
-        """Train on ``train``'s chunks, early-stopping on ``val``'s clip mAP."""
+        """Train on ``train``'s chunks, early-stopping on ``val``'s clip mAP; in memory when the
+        training chunks (float32, twice: raw and normalised) fit the memory budget, else
+        streamed from the stores (bow.heads.stream)."""
         cfg, dev = self.config, resolve_device(self.device)
         if len(train) == 0:
             raise FeatureSetError("no training clips")
@@ -185,18 +210,33 @@ class Head:
             raise FeatureSetError("the validation clips hold no positive label: cannot "
                                   "early-stop on validation mAP")
         self.vocabulary_ = list(train.vocabulary)
-        self.normaliser_ = Normaliser(cfg.normalisation).fit(train.chunks, train.count_columns)
-        x = self._inputs(train.chunks)
-        y = torch.from_numpy(train.chunk_labels().astype(np.float32)).to(dev)
+        budget = memory_budget(cfg.memory_budget_mb, dev)
+        self.streamed_ = 2 * float32_bytes(train.chunks) > budget
+        if self.streamed_:
+            self.normaliser_ = Normaliser(cfg.normalisation).fit(train.chunks,
+                                                                 train.count_columns)
+            rows_per_block = block_rows(train.chunks, budget, cfg.shuffle_window)
+            val_chunks = val.chunks
+        else:
+            raw = np.asarray(train.chunks)
+            self.normaliser_ = Normaliser(cfg.normalisation).fit(raw, train.count_columns)
+            x = self._inputs(raw)
+            del raw
+            y = torch.from_numpy(train.chunk_labels().astype(np.float32)).to(dev)
+            val_chunks = np.asarray(val.chunks)
         columns = torch.as_tensor(train.count_columns, device=dev)
         fill = torch.as_tensor(self.normaliser_.zero_value(), device=dev)
         mask_p = cfg.mask_p if train.count_columns.any() else 0.0  # no draws without counts
+        n_rows = int(train.offsets[-1])
         devices = [dev.index or 0] if dev.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(cfg.seed)
-            self.model_ = MLP(x.shape[1], y.shape[1], cfg.width, cfg.dropout).to(dev)
+            self.model_ = MLP(train.dim, len(self.vocabulary_), cfg.width, cfg.dropout).to(dev)
             with torch.no_grad():  # the class priors by default (module docstring)
-                prior = torch.logit(y.mean(0).clamp(1e-3, 1 - 1e-3))
+                counts = torch.from_numpy(np.diff(train.offsets).astype(np.float64))
+                share = (counts[:, None] * torch.from_numpy(train.labels.astype(np.float64))
+                         ).sum(0) / n_rows
+                prior = torch.logit(share.float().clamp(1e-3, 1 - 1e-3)).to(dev)
                 self.model_.net[-1].bias.copy_(prior if cfg.output_bias == "prior" else 0.0)
             opt = torch.optim.Adam(self.model_.parameters(), lr=cfg.lr,
                                    weight_decay=cfg.weight_decay)
@@ -205,18 +245,20 @@ class Head:
                                enabled=progress, leave=False)
             for epoch in bar:
                 self.model_.train()
-                order = torch.randperm(len(x)).to(dev)
                 total = torch.zeros((), device=dev)
-                for i in range(0, len(x), cfg.batch_size):
-                    idx = order[i:i + cfg.batch_size]
-                    xb = mask_tokens(x[idx], mask_p, columns, fill)
-                    loss = head_loss(self.model_(xb), y[idx], cfg.loss)
+                batches = (streamed_batches(train, rows_per_block, cfg.shuffle_window,
+                                            cfg.batch_size, self._inputs, dev)
+                           if self.streamed_ else memory_batches(x, y, cfg.batch_size))
+                for xb, yb in batches:
+                    xb = mask_tokens(xb, mask_p, columns, fill)
+                    loss = head_loss(self.model_(xb), yb, cfg.loss)
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
                     opt.step()
-                    total += loss.detach() * len(idx)
-                val_map = mean_average_precision(val.labels, self.predict_clips(val))
-                train_loss = float(total) / len(x)
+                    total += loss.detach() * len(xb)
+                val_map = mean_average_precision(val.labels,
+                                                 self._clip_probs(val_chunks, val.offsets))
+                train_loss = float(total) / n_rows
                 self.history_.append({"epoch": epoch, "train_loss": train_loss,
                                       "val_map": val_map})
                 bar.set_postfix(loss=f"{train_loss:.4f}", val_map=f"{val_map:.4f}")
@@ -234,16 +276,29 @@ class Head:
         return self
 
     @torch.no_grad()
-    def predict_chunks(self, chunks: np.ndarray) -> np.ndarray:
-        """(M, D) raw chunk vectors -> (M, C) float32 probabilities."""
+    def predict_chunks(self, chunks) -> np.ndarray:
+        """(M, D) raw chunk vectors (array or lazy ChunkMatrix) -> (M, C) float32
+        probabilities."""
         self.model_.eval()
-        out = [torch.sigmoid(self.model_(self._inputs(chunks[i:i + BLOCK]))).cpu().numpy()
-               for i in range(0, len(chunks), BLOCK)]
-        return np.concatenate(out) if out else np.zeros((0, len(self.vocabulary_)), np.float32)
+        out = np.zeros((len(chunks), len(self.vocabulary_)), np.float32)
+        for i in range(0, len(chunks), BLOCK):
+            x = self._inputs(np.asarray(chunks[i:i + BLOCK]))
+            out[i:i + len(x)] = torch.sigmoid(self.model_(x)).cpu().numpy()
+        return out
+
+    def _clip_probs(self, chunks, offsets: np.ndarray) -> np.ndarray:
+        """(N, C) float32 clip probabilities of (M, D) chunks, read in blocks of whole clips."""
+        return clip_probabilities_in_blocks(self.predict_chunks, chunks, offsets,
+                                            len(self.vocabulary_), BLOCK)
 
     def predict_clips(self, features: FeatureSet) -> np.ndarray:
-        """(N, C) clip probabilities: the mean of each clip's chunk probabilities."""
-        return clip_probabilities(self.predict_chunks(features.chunks), features.offsets)
+        """(N, C) float32 clip probabilities: the mean of each clip's chunk probabilities."""
+        return self._clip_probs(features.chunks, features.offsets)
+
+    def summary(self) -> dict:
+        """Training summary: best_epoch, epochs, best_val_map, history (per epoch)."""
+        return {"best_epoch": self.best_epoch_, "epochs": len(self.history_),
+                "best_val_map": self.best_val_map_, "history": self.history_}
 
     def save(self, directory: str | Path) -> Path:
         """Write head.npz (weights and normaliser, plain arrays) and head.json (config, ...)."""

@@ -25,6 +25,7 @@ from __future__ import annotations
 import numpy as np
 
 from bow.config import choose
+from bow.heads.fusion import FusedHead, make_head
 from bow.heads.metrics import mean_average_precision, scores
 from bow.heads.model import Head, HeadConfig
 from bow.io.featureset import FeatureSet, FeatureSetError
@@ -34,22 +35,22 @@ SCORES = ("map", "chunk_map", "d_prime", "mean_auc", "accuracy")
 
 
 def train_and_score(train: FeatureSet, val: FeatureSet, test: FeatureSet, config: HeadConfig,
-                    device: str = "cpu", progress: bool = False) -> tuple[dict, Head]:
+                    device: str = "cpu", progress: bool = False) -> tuple[dict, Head | FusedHead]:
     """Fit a head on ``train`` (early stop on ``val``) and score it on ``test``."""
-    head = Head(config, device).fit(train, val, progress=progress)
+    head = make_head(config, train, device).fit(train, val, progress=progress)
     out = scores(test.labels, head.predict_clips(test))
     out["chunk_map"] = chunk_map(head, test)
-    out.update(best_epoch=head.best_epoch_, epochs=len(head.history_),
-               best_val_map=head.best_val_map_, history=head.history_,
-               n_train_clips=len(train), n_val_clips=len(val), n_eval_clips=len(test),
+    out.update(head.summary(), n_train_clips=len(train), n_val_clips=len(val),
+               n_eval_clips=len(test),
                n_train_chunks=int(train.offsets[-1]))
     return out, head
 
 
-def chunk_map(head: Head, features: FeatureSet) -> float:
+def chunk_map(head: Head | FusedHead, features: FeatureSet) -> float:
     """mAP of the head's 1 s chunk probabilities against their clips' labels (the paper's
     Fig. 2 and 3 metric; clip mAP averages the chunk probabilities of each clip first)."""
-    return mean_average_precision(features.chunk_labels(), head.predict_chunks(features.chunks))
+    return mean_average_precision(features.labels, head.predict_chunks(features.chunks),
+                                  repeats=np.diff(features.offsets))
 
 
 def hold_out(features: FeatureSet, fraction: float, seed: int) -> tuple[FeatureSet, FeatureSet]:
@@ -168,16 +169,15 @@ def _plain(value):
 
 
 def fit_and_score(features: FeatureSet, config: HeadConfig, device: str = "cpu",
-                  progress: bool = False) -> tuple[Head, dict]:
+                  progress: bool = False) -> tuple[Head | FusedHead, dict]:
     """One head trained on the config's splits (early stop on val) -> (the head, a JSON-ready
     dict: clip counts, how val was chosen, training summary and, when the eval splits hold
     clips, their scores with per-class AP by label)."""
     train, val, test, validation = split_clips(features, config)
-    head = Head(config, device).fit(train, val, progress=progress)
+    head = make_head(config, train, device).fit(train, val, progress=progress)
+    training = {k: v for k, v in head.summary().items() if k != "history"}
     result = {"n_train_clips": len(train), "n_val_clips": len(val), "n_eval_clips": len(test),
-              "validation": validation, "best_epoch": head.best_epoch_,
-              "best_val_map": head.best_val_map_, "epochs": len(head.history_),
-              "dropped_clips": features.dropped}
+              "validation": validation, **training, "dropped_clips": features.dropped}
     if len(test):
         s = scores(test.labels, head.predict_clips(test))
         s["per_class_ap"] = dict(zip(features.vocabulary, _plain(s["per_class_ap"])))

@@ -3,14 +3,18 @@
 Several stores (e.g. bag of words and KW-MLP) are joined column-wise: their clips are
 matched by ``fname`` (clips missing from any store are dropped and listed in ``dropped``), and
 a matched clip must have the same number of chunk rows, split and labels in every store,
-otherwise a ``FeatureSetError`` names the clip. The columns of a store whose ``kind``
-attribute is ``"bow"`` are marked as counts (``count_columns``): only those are masked and
-count-normalised by the heads; all other columns are only standardised.
+otherwise a ``FeatureSetError`` names the clip. Chunk vectors stay in the stores: ``chunks``
+is a lazy ``bow.io.reader.ChunkMatrix`` (the stores' rows side by side, row-aligned), read
+block by block by the heads, which hold it in memory only when it fits their budget. The
+columns of a store whose ``kind`` attribute is ``"bow"`` are marked as counts
+(``count_columns``): only those are masked and count-normalised by the heads; all other
+columns are only standardised. ``blocks`` and ``block`` give each store's columns apart (the
+late fusion of bow.heads.fusion trains a head on each).
 
 ``find_feature_sets`` names the feature sets of a folder of stores: every store (bow.h5,
 bow-random.h5 (the random-encoder control), kwmlp.h5, audiomlp.h5 and the openSMILE peer's
 opensmile.h5 first, then any other ``*.h5``), plus ``bow+kwmlp``, ``bow+audiomlp`` and
-``bow+opensmile`` (concatenated chunk by chunk) when both of their stores exist; or those
+``bow+opensmile`` (joined chunk by chunk) when both of their stores exist; or those
 requested (store names without .h5, joined with + to concatenate).
 """
 from __future__ import annotations
@@ -20,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bow.io.store import read
+from bow.io.reader import ChunkMatrix, open_store
 
 STANDARD = ("bow", "bow-random", "kwmlp", "audiomlp", "opensmile")  # report order; then others
 COMBINED = ("bow+kwmlp", "bow+audiomlp", "bow+opensmile")
@@ -33,7 +37,7 @@ class FeatureSetError(ValueError):
 @dataclass
 class FeatureSet:
     """Chunk vectors with their clips' labels (M chunk rows, N clips, D columns, C classes)."""
-    chunks: np.ndarray          # (M, D) as stored (bow: uint16 counts); joined: float32
+    chunks: ChunkMatrix | np.ndarray  # (M, D) as stored (bow: uint16 counts); joined: float32
     offsets: np.ndarray         # (N + 1,) int64, clip i owns rows offsets[i]:offsets[i + 1]
     labels: np.ndarray          # (N, C) uint8 multi-hot
     fname: np.ndarray           # (N,) str
@@ -60,9 +64,28 @@ class FeatureSet:
         starts, counts = self.offsets[idx], np.diff(self.offsets)[idx]
         offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
         rows = np.arange(offsets[-1]) + np.repeat(starts - offsets[:-1], counts)
-        return FeatureSet(self.chunks[rows], offsets,
+        chunks = (self.chunks.take(rows) if isinstance(self.chunks, ChunkMatrix)
+                  else self.chunks[rows])
+        return FeatureSet(chunks, offsets,
                           self.labels[idx], self.fname[idx], self.split[idx], self.vocabulary,
                           self.count_columns, self.sources, self.dropped)
+
+    def blocks(self) -> list[tuple[str, slice]]:
+        """(name, column slice) of each store's columns, in column order."""
+        out, start = [], 0
+        for source in self.sources:
+            out.append((Path(source["path"]).stem, slice(start, start + source["dim"])))
+            start += source["dim"]
+        return out
+
+    def block(self, i: int) -> "FeatureSet":
+        """The feature set of the ``i``-th store's columns alone (same clips and rows)."""
+        cols = self.blocks()[i][1]
+        chunks = (ChunkMatrix([self.chunks.parts[i]]) if isinstance(self.chunks, ChunkMatrix)
+                  else self.chunks[:, cols])
+        return FeatureSet(chunks, self.offsets, self.labels, self.fname, self.split,
+                          self.vocabulary, self.count_columns[cols], [self.sources[i]],
+                          self.dropped)
 
     def select(self, splits) -> "FeatureSet":
         """The clips whose split is in ``splits`` (strings)."""
@@ -70,20 +93,20 @@ class FeatureSet:
 
 
 def _one(path: Path) -> FeatureSet:
-    store = read(path)
+    store = open_store(path)
     if len(store) == 0:
         raise FeatureSetError(f"{path}: the store holds no clips")
     kind = str(store.attrs.get("kind", ""))
-    chunks = store.chunks
-    if chunks.ndim != 2 or chunks.dtype.kind not in "uif":
+    rows = store.chunks
+    if len(rows.shape) != 2 or rows.dtype.kind not in "uif":
         raise FeatureSetError(f"{path}: chunk vectors must be a 2-D numeric array, got "
-                              f"{chunks.dtype} {chunks.shape}")
+                              f"{rows.dtype} {rows.shape}")
     return FeatureSet(
-        chunks=chunks, offsets=store.offsets.astype(np.int64),
+        chunks=ChunkMatrix([rows]), offsets=store.offsets.astype(np.int64),
         labels=store.labels, fname=store.fname, split=store.split,
         vocabulary=store.vocabulary,
-        count_columns=np.full(chunks.shape[1], kind == "bow"),
-        sources=[{"path": str(path), "kind": kind, "dim": int(chunks.shape[1]),
+        count_columns=np.full(rows.shape[1], kind == "bow"),
+        sources=[{"path": str(path), "kind": kind, "dim": int(rows.shape[1]),
                   "fingerprint": str(store.attrs.get("fingerprint", ""))}])
 
 
@@ -108,7 +131,9 @@ def _join(a: FeatureSet, b: FeatureSet) -> FeatureSet:
                 f"clip {a.fname[i]!r} differs between {name_a} and {name_b}: {detail} "
                 f"({len(bad)} clip(s) disagree); stores to be joined must be embedded from the "
                 "same dataset with the same chunking")
-    return FeatureSet(np.concatenate([a.chunks, b.chunks], axis=1), a.offsets, a.labels,
+    chunks = (a.chunks.hstack(b.chunks) if isinstance(a.chunks, ChunkMatrix)
+              else np.concatenate([a.chunks, b.chunks], axis=1).astype(np.float32))
+    return FeatureSet(chunks, a.offsets, a.labels,
                       a.fname, a.split, a.vocabulary,
                       np.concatenate([a.count_columns, b.count_columns]),
                       a.sources + b.sources, dropped)

@@ -212,8 +212,8 @@ def _strings(ds) -> np.ndarray:
     return np.array([s.decode() if isinstance(s, bytes) else s for s in ds[()]], dtype=object)
 
 
-def read(path: str | Path) -> Store:
-    """Read a whole store into memory; StoreError naming the file if it is not a whole store."""
+def open_checked(path: str | Path) -> h5py.File:
+    """Open a store for reading after checking its format; StoreError naming the file."""
     path = Path(path)
     if not path.is_file():
         raise StoreError(f"{path}: not a readable HDF5 file (no such file)")
@@ -221,14 +221,22 @@ def read(path: str | Path) -> Store:
         f = h5py.File(path, "r")
     except OSError as e:
         raise StoreError(f"{path}: not a readable HDF5 file ({e})") from e
-    with f:
-        if f.attrs.get("format") != "bow-store":
-            raise StoreError(f"{path}: not a bow feature store (format attribute missing)")
-        version = f.attrs.get("format_version")
-        version = version.item() if isinstance(version, np.generic) else version
-        if version not in (1, FORMAT_VERSION):
-            raise StoreError(f"{path}: store format version {version!r}; this code reads "
-                             f"versions 1 and {FORMAT_VERSION} (a newer bow wrote it?)")
+    if f.attrs.get("format") != "bow-store":
+        f.close()
+        raise StoreError(f"{path}: not a bow feature store (format attribute missing)")
+    version = f.attrs.get("format_version")
+    version = version.item() if isinstance(version, np.generic) else version
+    if version not in (1, FORMAT_VERSION):
+        f.close()
+        raise StoreError(f"{path}: store format version {version!r}; this code reads "
+                         f"versions 1 and {FORMAT_VERSION} (a newer bow wrote it?)")
+    return f
+
+
+def read(path: str | Path) -> Store:
+    """Read a whole store into memory; StoreError naming the file if it is not a whole store.
+    (``bow.io.reader.open_store`` reads parts of a store on demand.)"""
+    with open_checked(path) as f:
         try:
             return _read_open(f)
         except (KeyError, OSError, ValueError) as e:

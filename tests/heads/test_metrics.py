@@ -8,6 +8,7 @@ from bow.heads.metrics import (
     accuracy,
     chance_map,
     clip_probabilities,
+    clip_probabilities_in_blocks,
     d_prime,
     d_prime_from_auc,
     is_single_label,
@@ -105,3 +106,25 @@ def test_chance_map_by_hand():
     labels = np.array([[1, 0, 0], [1, 1, 0], [0, 0, 0], [1, 0, 0]])
     assert chance_map(labels) == pytest.approx((3 / 4 + 1 / 4) / 2)
     assert chance_map(np.zeros((0, 3))) is None
+
+
+@pytest.mark.parametrize("block", [1, 3, 7, 1000])
+def test_clip_probabilities_in_blocks_equal_the_whole(block):
+    rng = np.random.default_rng(4)
+    offsets = np.concatenate([[0], np.cumsum(rng.integers(1, 5, 40))])
+    chunk_probs = rng.random((offsets[-1], 6)).astype(np.float32)
+    got = clip_probabilities_in_blocks(lambda rows: rows, chunk_probs, offsets, 6, block)
+    assert got.dtype == np.float32
+    np.testing.assert_allclose(got, clip_probabilities(chunk_probs, offsets), rtol=1e-6)
+
+
+def test_chunk_scores_with_repeats_equal_explicit_chunk_labels():
+    rng = np.random.default_rng(5)
+    labels = (rng.random((30, 4)) < 0.3).astype(np.uint8)
+    repeats = rng.integers(1, 4, 30)
+    probs = rng.random((repeats.sum(), 4)).astype(np.float32)
+    explicit = np.repeat(labels, repeats, axis=0)
+    np.testing.assert_array_equal(per_class_ap(labels, probs, repeats),
+                                  per_class_ap(explicit, probs.astype(np.float64)))
+    with pytest.raises(ValueError, match="rows"):
+        per_class_ap(labels, probs)

@@ -6,7 +6,7 @@ import h5py
 import numpy as np
 import pytest
 
-from bow.heads.model import Head
+from bow.heads.fusion import load_head
 from bow.io.featureset import FeatureSetError, load_features
 from pipelines import evaluate, train_heads
 from tests.heads_data import (
@@ -92,13 +92,16 @@ def test_train_heads_cli_saves_and_skips(fsd50k_artifacts, capsys):
     scores = json.loads((out / "scores.json").read_text())
     assert scores["validation"] == "val" and scores["n_eval_clips"] > 0
     assert 0 <= scores["map"] <= 1 and len(scores["per_class_ap"]) == 23
-    head = Head.load(out)
-    assert head.normaliser_.count_columns_.sum() == 24 and len(head.vocabulary_) == 23
-    before = (out / "head.npz").stat().st_mtime_ns
+    head = load_head(out)                                         # late fusion: a head a store
+    assert head.names_ == ["bow", "logmel"] and len(head.vocabulary_) == 23
+    assert head.heads_[0].normaliser_.count_columns_.sum() == 24
+    assert not head.heads_[1].normaliser_.count_columns_.any()
+    assert scores["fusion"]["weights"].keys() == {"bow", "logmel"}
+    before = (out / "fusion.json").stat().st_mtime_ns
     train_heads.main(argv)                                        # same inputs: skipped
-    assert (out / "head.npz").stat().st_mtime_ns == before
+    assert (out / "fusion.json").stat().st_mtime_ns == before
     train_heads.main(argv + ["--seed", "1"])                      # new config: retrained
-    assert (out / "head.npz").stat().st_mtime_ns != before
+    assert (out / "fusion.json").stat().st_mtime_ns != before
 
 
 def _fails(main, argv, capsys, status=1) -> str:
