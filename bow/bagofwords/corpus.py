@@ -9,7 +9,8 @@ Clips that cannot be read are returned as (fname, reason) and left out.
 ``sample_chunks`` chunks (bow.bagofwords.sampling: bottom-k of a hash of (seed, fname, chunk
 index), the same sample whatever the clip order): memory is 19.2 KB per sampled chunk
 (``SAMPLE_CHUNKS`` = 320,000: 6.1 GB), whatever the corpus size, and the log-mel is computed
-only for chunks that enter the sample (kept on the host, moved to the device at the end). The
+only for chunks that enter the sample (kept on the host in blocks allocated as they fill, moved
+to the device at the end). The
 rows come out in corpus order (clip order, then chunk order), so a sample that covers the corpus
 is exactly ``logmel_clips``'s output.
 
@@ -25,7 +26,7 @@ import torch
 
 from bow.audio.features import LogMel
 from bow.audio.load import AudioError, chunk, read_audio
-from bow.bagofwords.sampling import BottomK, chunk_keys, permute_rows_
+from bow.bagofwords.sampling import BottomK, RowStore, chunk_keys, permute_rows_
 from bow.config import ConfigError
 from bow.data.clips import holdout
 from bow.data.datasets import Clip
@@ -88,9 +89,7 @@ def sampled_logmel(clips: list[Clip], sample_chunks: int, seed: int,
     index) pairs)."""
     front = LogMel().to(device)
     chooser = BottomK(sample_chunks)
-    # On the host, allocated once: pages are committed as slots fill (slot s < number of chunks
-    # seen), so resident memory is the rows stored, never the full sample size for a small corpus.
-    rows = torch.empty(sample_chunks, 96, 100, dtype=torch.float16)
+    rows = RowStore((96, 100), torch.float16)   # on the host, grows with the slots used
     pending: dict[int, np.ndarray] = {}      # slot -> (16000,) audio of an admitted chunk
     skipped = []
 
@@ -101,7 +100,8 @@ def sampled_logmel(clips: list[Clip], sample_chunks: int, seed: int,
         audio = torch.from_numpy(np.stack([pending[s] for s in slots])).to(device)
         with torch.no_grad():
             for i in range(0, len(slots), batch_chunks):
-                rows[slots[i:i + batch_chunks]] = front(audio[i:i + batch_chunks]).half().cpu()
+                rows.put(np.array(slots[i:i + batch_chunks]),
+                         front(audio[i:i + batch_chunks]).half().cpu())
         pending.clear()
 
     for number, clip in enumerate(progress_bar(clips, desc=desc, unit="clip", enabled=progress)):
@@ -116,7 +116,8 @@ def sampled_logmel(clips: list[Clip], sample_chunks: int, seed: int,
             flush()
     flush()
     order = chooser.order()
-    logmel = permute_rows_(rows, order).to(device)
+    permute_rows_(rows, order)
+    logmel = rows.take(len(order)).to(device)
     clip_of, index = chooser.clip[order], chooser.index[order]
     h = hashlib.sha256()                      # of the set: sorted, so clip order does not count
     for fname, i in sorted((clips[c].fname, i) for c, i in zip(clip_of.tolist(), index.tolist())):

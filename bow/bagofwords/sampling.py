@@ -9,7 +9,8 @@ with probability under N·k / 2^64 (3e-7 for AudioSet's 20.9 M chunks and k = 32
 
 ``BottomK`` keeps the k smallest keys seen so far in a max-heap and hands out one storage slot
 per kept chunk (a chunk pushed out gives its slot to the newcomer), so the caller stores only
-the chunks it is told to: memory is k rows, whatever N is. Bookkeeping: 40 bytes a slot (heap
+the chunks it is told to (``RowStore``: blocks allocated as slots are first used): memory is
+at most k rows, whatever N is. Bookkeeping: 40 bytes a slot (heap
 entry, clip and chunk index, key) plus Python's heap tuples (~100 bytes).
 
 Cost: N key computations (vectorised per clip) and about k·(1 + ln(N / k)) admissions, each a
@@ -94,9 +95,52 @@ class BottomK:
         return np.lexsort((self.index[:m], self.clip[:m]))
 
 
-def permute_rows_(rows: torch.Tensor, order: np.ndarray) -> torch.Tensor:
+class RowStore:
+    """Rows of shape ``row_shape`` addressed by slot, held in blocks of ``block`` rows allocated
+    on first use: memory follows the slots used (at most one block over), and nothing is copied
+    as it grows. ``store[i]`` reads and ``store[i] = row`` writes one row."""
+
+    def __init__(self, row_shape: tuple[int, ...], dtype: torch.dtype, block: int = 4096):
+        self.row_shape, self.dtype, self.block = tuple(row_shape), dtype, block
+        self.blocks: list[torch.Tensor | None] = []
+
+    def _block(self, b: int) -> torch.Tensor:
+        while len(self.blocks) <= b:
+            self.blocks.append(None)
+        if self.blocks[b] is None:
+            self.blocks[b] = torch.empty(self.block, *self.row_shape, dtype=self.dtype)
+        return self.blocks[b]
+
+    def __getitem__(self, slot: int) -> torch.Tensor:
+        return self._block(slot // self.block)[slot % self.block]
+
+    def __setitem__(self, slot: int, row: torch.Tensor) -> None:
+        self._block(slot // self.block)[slot % self.block] = row
+
+    def put(self, slots: np.ndarray, rows: torch.Tensor) -> None:
+        """Write rows (n, *row_shape) at slots (n,)."""
+        slots = np.asarray(slots)
+        for b in np.unique(slots // self.block):
+            mine = np.flatnonzero(slots // self.block == b)
+            self._block(int(b))[torch.from_numpy(slots[mine] % self.block)] = \
+                rows[torch.from_numpy(mine)].to(self.dtype)
+
+    def take(self, m: int) -> torch.Tensor:
+        """Slots 0..m-1 as one (m, *row_shape) tensor; each block is freed once copied, so the
+        peak is the rows plus one block. The store is empty afterwards."""
+        out = torch.empty(m, *self.row_shape, dtype=self.dtype)
+        for b in range(-(-m // self.block)):
+            start = b * self.block
+            out[start:min(m, start + self.block)] = self._block(b)[:min(m, start + self.block)
+                                                                   - start]
+            self.blocks[b] = None
+        self.blocks = []
+        return out
+
+
+def permute_rows_(rows, order: np.ndarray) -> None:
     """rows[:m] = rows[order] in place (m = len(order), a permutation of 0..m-1), one row of
-    extra memory; returns rows[:m]. Rows already in place are not touched."""
+    extra memory; ``rows`` is a tensor or a RowStore. Rows already in place are not touched."""
     m = len(order)
     done = order == np.arange(m)
     for start in np.flatnonzero(~done):
@@ -112,4 +156,3 @@ def permute_rows_(rows: torch.Tensor, order: np.ndarray) -> torch.Tensor:
                 break
             rows[cur] = rows[src]
             cur = src
-    return rows[:m]

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from bow.bagofwords.corpus import logmel_clips, sampled_logmel, training_logmel
-from bow.bagofwords.sampling import BottomK, chunk_keys, permute_rows_
+from bow.bagofwords.sampling import BottomK, RowStore, chunk_keys, permute_rows_
 from bow.data.datasets import load_dataset
 
 
@@ -55,10 +55,22 @@ def test_permute_rows_in_place_matches_indexing():
     rng = np.random.default_rng(1)
     rows = torch.randn(300, 4, 5)
     for order in (rng.permutation(250), np.arange(250), np.r_[1, 0, 2:250]):
+        expected = rows[:250][torch.from_numpy(order)]
         work = rows.clone()
-        out = permute_rows_(work, order)
-        torch.testing.assert_close(out, rows[:250][torch.from_numpy(order)], rtol=0, atol=0)
-        assert out.data_ptr() == work.data_ptr()
+        permute_rows_(work, order)
+        assert torch.equal(work[:250], expected) and torch.equal(work[250:], rows[250:])
+        store = RowStore((4, 5), torch.float32, block=16)       # 16 blocks, the last partial
+        store.put(rng.permutation(300)[:0], rows[:0])
+        store.put(np.arange(300)[::-1].copy(), rows.flip(0))
+        permute_rows_(store, order)
+        assert torch.equal(store.take(250), expected) and store.blocks == []
+
+
+def test_row_store_allocates_blocks_as_slots_are_used():
+    store = RowStore((96, 100), torch.float16, block=8)
+    store.put(np.array([0, 3, 17]), torch.ones(3, 96, 100))
+    assert [b is not None for b in store.blocks] == [True, False, True]
+    assert torch.equal(store[17], torch.ones(96, 100, dtype=torch.float16))
 
 
 @pytest.fixture(scope="module")
