@@ -5,8 +5,10 @@
 
 For each size N, the built-in generator (bow.data.synth, FSD50K layout: 0.8 N dev clips, 20 % of
 them in split val, 0.2 N eval clips) writes N clips of 1-2 s (each its own seeded draw: no two
-clips share tokens) into ``<work>/corpus-N`` (kept and reused), then the stages run one after
-another, each in a fresh process on fresh artifacts, with their defaults except:
+clips share tokens) into ``<work>/corpus-N`` (kept and reused); with ``--remix-from M``, sizes
+above M are remixes of the synth corpus of M clips instead (``remix``: gain, offset, a second
+clip mixed in, new noise; cheaper to make, same lengths and labels), then the stages run one
+after another, each in a fresh process on fresh artifacts, with their defaults except:
 ``train_autoencoders`` and ``fit_codebooks`` ``--sample-chunks`` (below the chunk count of the
 larger corpora, so the sample, not the corpus, sets their memory; the default 320,000 would
 cover every corpus here), ``embed --jobs``, and ``evaluate --feature-sets bow`` (the heads:
@@ -35,12 +37,67 @@ STAGES = ("train_autoencoders", "fit_codebooks", "embed", "evaluate")
 TARGET = 1.2
 
 
-def corpus(work: Path, n: int) -> Path:
-    """The generated corpus of ``n`` clips (made once; bow.data.synth keeps a complete one)."""
+def corpus(work: Path, n: int, remix_from: int | None = None) -> Path:
+    """The corpus of ``n`` clips: bow.data.synth's (made once, kept), or for ``n > remix_from``
+    a remix of the synth corpus of ``remix_from`` clips (``remix``)."""
     from bow.data.synth import make_default_dataset
+    if remix_from and n > remix_from:
+        return remix(corpus(work, remix_from), work / f"remix-{n}-of-{remix_from}", n)
     n_eval = n // 5
     return make_default_dataset(work / f"corpus-{n}", seed=0, n_dev=n - n_eval, n_eval=n_eval,
                                 min_seconds=1.0, max_seconds=2.0)
+
+
+def remix(source: Path, root: Path, n: int, seed: int = 0) -> Path:
+    """``n`` clips in the FSD50K layout, each a clip of ``source`` (same part: dev or eval) at a
+    random gain (-12..0 dB), rotated by a random offset, with another clip of the part mixed in
+    20..10 dB below it and pink noise 35..25 dB below (a random stretch of one of 64 noises of
+    4 s): the length and the labels of the first, no two clips alike, ~2.5 ms a clip (mostly
+    writing it) instead of bow.data.synth's ~5. Every 5th dev clip
+    is in split val. Made once (marker ``remix.json``), into a temporary folder renamed at
+    the end."""
+    import soundfile as sf
+
+    from bow.data.datasets import load_dataset
+    from bow.data.synth import CLASSES, mid, pink_noise, write_fsd50k_ground_truth
+    params = {"source": str(source), "n": n, "seed": seed}
+    marker = root / "remix.json"
+    if marker.is_file() and json.loads(marker.read_text()) == params:
+        return root
+    parts = {"dev": [], "eval": []}
+    for clip in load_dataset(source).clips:
+        audio, _ = sf.read(str(clip.path), dtype="int16")
+        parts["eval" if clip.split == "eval" else "dev"].append((audio, list(clip.labels)))
+    tmp = root.parent / f".{root.name}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    rng = np.random.default_rng(seed)
+    noises = [pink_noise(rng, 4 * 16000) for _ in range(64)]
+    rows = {"dev": [], "eval": []}
+    n_eval = n // 5
+    for i in range(n):
+        part = "dev" if i < n - n_eval else "eval"
+        pool = parts[part]
+        (a, labels), (b, _) = pool[rng.integers(len(pool))], pool[rng.integers(len(pool))]
+        x = np.roll(a.astype(np.float32), rng.integers(len(a))) * 10 ** (-rng.uniform(0, 12) / 20)
+        other = np.resize(b.astype(np.float32), len(x))
+        rms = np.sqrt(np.mean(x ** 2)) + 1e-3
+        x += other * rms / (np.sqrt(np.mean(other ** 2)) + 1e-3) * 10 ** (-rng.uniform(10, 20) / 20)
+        noise = noises[rng.integers(64)]
+        start = rng.integers(len(noise) - len(x) + 1)
+        x += noise[start:start + len(x)] * rms * 10 ** (-rng.uniform(25, 35) / 20)
+        x *= rng.uniform(0.3, 0.9) / (np.abs(x).max() + 1e-9)
+        fname = str((100_000 if part == "dev" else 500_000) + len(rows[part]))
+        folder = tmp / ("FSD50K.dev_audio" if part == "dev" else "FSD50K.eval_audio")
+        folder.mkdir(parents=True, exist_ok=True)
+        sf.write(str(folder / f"{fname}.wav"), x.astype(np.float32), 16000, subtype="PCM_16")
+        split = "val" if len(rows[part]) % 5 == 4 else "train"
+        rows[part].append((fname, labels, split) if part == "dev" else (fname, labels))
+    write_fsd50k_ground_truth(tmp / "FSD50K.ground_truth", [(c, mid(c)) for c in CLASSES],
+                              rows["dev"], rows["eval"])
+    (tmp / "remix.json").write_text(json.dumps(params))
+    shutil.rmtree(root, ignore_errors=True)
+    tmp.rename(root)
+    return root
 
 
 def audio_seconds(data: Path) -> float:
@@ -88,7 +145,7 @@ def stage_command(stage: str, data: Path, art: Path, args) -> list[str]:
 
 
 def run_size(n: int, args) -> None:
-    data = corpus(args.work, n)
+    data = corpus(args.work, n, args.remix_from)
     seconds = audio_seconds(data)
     art = args.work / f"art-{n}"
     shutil.rmtree(art, ignore_errors=True)
@@ -96,6 +153,7 @@ def run_size(n: int, args) -> None:
     for stage in STAGES:
         wall, peak = measure(stage_command(stage, data, art, args), log)
         row = {"clips": n, "audio_s": round(seconds, 1), "stage": stage, "seconds": round(wall, 2),
+               "corpus": data.name,
                "peak_rss_mib": round(peak, 1), "jobs": args.jobs,
                "sample_chunks": args.sample_chunks, "date": time.strftime("%Y-%m-%d %H:%M")}
         with open(args.work / "results.jsonl", "a") as f:
@@ -150,7 +208,28 @@ def report(work: Path, plot: Path) -> list[str]:
         print(line)
     _plot(fits, plot)
     print(f"\nplot: {plot}")
+    _markdown(rows, sizes)
     return failed
+
+
+def _markdown(rows: dict, sizes: list[int]) -> None:
+    """The table again, as markdown (for README), with the projection of one pass over FSD50K
+    (108 h) and AudioSet (5,800 h): a line through the two largest sizes measured, in audio
+    seconds."""
+    print("\n| stage | " + " | ".join(f"{n:,} clips: s, MiB" for n in sizes)
+          + " | FSD50K pass (h) | AudioSet pass (h) |")
+    print("|---|" + "---:|" * (len(sizes) + 2))
+    for stage in STAGES:
+        ns = [n for n in sizes if (stage, n) in rows]
+        cells = [f"{rows[stage, n]['seconds']:,.0f} s, {rows[stage, n]['peak_rss_mib']:,.0f}"
+                 if (stage, n) in rows else "–" for n in sizes]
+        proj = ["–", "–"]
+        if len(ns) > 1:
+            (x0, y0), (x1, y1) = [(rows[stage, n]["audio_s"], rows[stage, n]["seconds"])
+                                  for n in ns[-2:]]
+            slope = (y1 - y0) / (x1 - x0)
+            proj = [f"{(y1 + slope * (hours * 3600 - x1)) / 3600:,.1f}" for hours in (108, 5800)]
+        print(f"| {stage} | " + " | ".join(cells + proj) + " |")
 
 
 def _plot(fits: dict, plot: Path) -> None:
@@ -180,6 +259,8 @@ def main(argv=None) -> None:
                    help="the fitting stages' sample (below the chunk count of the larger corpora)")
     p.add_argument("--work", type=Path, default=Path("artifacts/scale"))
     p.add_argument("--plot", type=Path, default=None, help="default: <work>/scale.png")
+    p.add_argument("--remix-from", type=int, default=None,
+                   help="corpora larger than this are remixes of the synth corpus of this size")
     p.add_argument("--report", action="store_true", help="only print and plot what was measured")
     args = p.parse_args(argv)
     args.work.mkdir(parents=True, exist_ok=True)
