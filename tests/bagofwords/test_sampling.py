@@ -38,6 +38,23 @@ def test_bottom_k_is_the_k_smallest_keys_in_any_clip_order(k):
         assert _bottom_k(lengths, k, 8, range(200)) != expected
 
 
+def test_the_bottom_k_of_shards_bottom_k_is_the_whole_corpus_bottom_k():
+    lengths = np.random.default_rng(2).integers(1, 30, size=300)
+    shards = [range(0, 100), range(100, 250), range(250, 300)]
+    merged = BottomK(50)
+    for shard in shards:                                   # each shard sampled on its own
+        chooser = BottomK(50)
+        for c in shard:
+            chooser.offer(c, chunk_keys(f"clip{c}", lengths[c], 3))
+        for slot in chooser.order():                       # then their samples merged
+            merged.offer(int(chooser.clip[slot]), np.array([chooser.key[slot]]))
+    assert len(merged.heap) == 50
+    whole = _bottom_k(lengths, 50, 3, range(300))
+    assert {int(c) for c in merged.clip[:50]} == {c for c, _ in whole}
+    assert sorted(merged.key[:50].tolist()) == sorted(
+        int(chunk_keys(f"clip{c}", lengths[c], 3)[i]) for c, i in whole)
+
+
 def test_each_chunk_is_sampled_with_probability_k_over_n():
     lengths, k, seeds = np.full(100, 10), 100, 300     # N = 1,000 chunks, k / N = 0.1
     hits = np.zeros((100, 10))
