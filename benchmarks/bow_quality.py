@@ -29,6 +29,7 @@ line without the ``opensmile`` extra), ``default`` (the library's
 defaults), ``paper`` (trained autoencoders of raw tokens, hard assignment: Verma's), and any
 ``key=value,...`` spec over ``default``: encoder (trained, random, pca), tokens (raw, shape),
 assignment (hard, soft), k (neighbours), weighting, d (codebook size), levels (level bins),
+frames (frame words: their codebook size, 0 for none),
 hidden, steps (training steps), denoise, families (e.g. patch+band_envelope), precision (the
 encoders' arithmetic when embedding, as the embed stage's --precision: fp32 or bf16; the
 codebooks are fitted on fp32 codes, as fit_codebooks does).
@@ -51,6 +52,8 @@ from benchmarks.common import machine
 from bow.bagofwords.codebook import Codebook, CodebookConfig
 from bow.bagofwords.corpus import logmel_clips
 from bow.bagofwords.encoder import AutoencoderConfig
+from bow.bagofwords.frames import KMEANS as FRAME_KMEANS
+from bow.bagofwords.frames import FrameWords
 from bow.bagofwords.levels import LevelBins
 from bow.bagofwords.model import AssignmentConfig, BagOfWords, family_codes
 from bow.bagofwords.tokens import FAMILIES
@@ -61,11 +64,12 @@ from bow.heads.protocols import run_protocol
 from bow.io.featureset import FeatureSet
 from bow.io.store import multi_hot
 from bow.runtime import encoder_precision
+from pipelines.fit_codebooks import FitCodebooksConfig
 
 ARMS = {"naive": None, "default": "",
-        "paper": "encoder=trained,tokens=raw,assignment=hard",
-        "paper-random": "encoder=random,tokens=raw,assignment=hard",
-        "paper-pca": "encoder=pca,tokens=raw,assignment=hard"}
+        "paper": "encoder=trained,tokens=raw,assignment=hard,frames=0",
+        "paper-random": "encoder=random,tokens=raw,assignment=hard,frames=0",
+        "paper-pca": "encoder=pca,tokens=raw,assignment=hard,frames=0"}
 
 
 def parse_arm(name: str) -> dict:
@@ -75,7 +79,8 @@ def parse_arm(name: str) -> dict:
     arm = {"encoder": DEFAULT_ENCODER, "tokens": AutoencoderConfig().tokens,
            "assignment": d.assignment,
            "k": d.neighbours, "weighting": d.weighting, "d": CodebookConfig().n_codes,
-           "levels": 16, "hidden": AutoencoderConfig().hidden, "steps": 600, "denoise": 0.0,
+           "levels": 16, "frames": FitCodebooksConfig().frame_codes,
+           "hidden": AutoencoderConfig().hidden, "steps": 600, "denoise": 0.0,
            "families": "+".join(FAMILIES), "precision": "fp32"}
     for item in filter(None, (spec or "").split(",")):
         key, _, value = item.partition("=")
@@ -176,15 +181,19 @@ def embed(data: Data, arm: dict, encoders: dict, seed: int) -> tuple[np.ndarray,
         books[f] = Codebook(CodebookConfig(n_codes=arm["d"], seed=seed), gpu=False).fit(codes)
     levels = {f: LevelBins(f, arm["levels"]).fit(lm) for f in FAMILIES} \
         if arm["tokens"] == "shape" and arm["levels"] else None
+    frames = FrameWords(CodebookConfig(n_codes=arm["frames"], seed=seed, **FRAME_KMEANS),
+                        gpu=False).fit(lm) \
+        if arm["frames"] else None
     bag = BagOfWords(encoders, books, levels, AssignmentConfig(
-        assignment=arm["assignment"], neighbours=arm["k"], weighting=arm["weighting"]))
+        assignment=arm["assignment"], neighbours=arm["k"], weighting=arm["weighting"]), frames)
     with encoder_precision(arm["precision"], "cpu"):     # as the embed stage's --precision
         vectors = np.concatenate([bag.transform(data.logmel[i:i + 256])
                                   for i in range(0, len(data.logmel), 256)]).astype(np.float32)
     keep = [i for i, f in enumerate(FAMILIES) if f in arm["families"].split("+")]
     d, n_levels = bag.n_codes, bag.n_levels
     columns = [np.arange(i * d, (i + 1) * d) for i in keep] + \
-        [4 * d + np.arange(i * n_levels, (i + 1) * n_levels) for i in keep]
+        [4 * d + np.arange(i * n_levels, (i + 1) * n_levels) for i in keep] + \
+        [np.arange(4 * (d + n_levels), bag.width)]
     return vectors[:, np.concatenate(columns)], ratios
 
 
@@ -268,14 +277,14 @@ def main(argv=None) -> None:
     faiss.omp_set_num_threads(args.threads)
     arms = [name for part in args.arms.split(";")
             for name in (part.split(",") if "=" not in part else [part])]
+    if any(a in peer_arms.ARMS for a in arms) and peer_arms.missing():
+        print(peer_arms.missing(), flush=True)
+        arms = [a for a in arms if a not in peer_arms.ARMS]
     data = Data(args.data)
     print(json.dumps({"machine": machine(), "data": args.data, "clips": len(data.clips),
                       "chunks": int(data.offsets[-1]), "fit_splits": data.fit_splits,
                       "test_splits": data.test_splits}), flush=True)
     rows, cache = [], {}
-    if any(a in peer_arms.ARMS for a in arms) and peer_arms.missing():
-        print(peer_arms.missing(), flush=True)
-        arms = [a for a in arms if a not in peer_arms.ARMS]
     for name in arms:
         for row in run_arm(data, name, [int(s) for s in args.seeds.split(",")], args.heads,
                            cache):

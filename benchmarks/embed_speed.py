@@ -101,7 +101,7 @@ def audio_seconds(data: Path, model: str) -> tuple[float, int]:
 
 
 def random_bow(data: Path, artifacts: Path, min_chunks: int = 320, encoder: str = "random",
-               tokens: str = "raw") -> None:
+               tokens: str = "raw", frame_codes: int = 1000) -> None:
     """Paper-sized random encoders (or PCA: ``encoder``) and D = 256 codebooks (the stages'
     --encoder random) fitted on the first clips of ``data`` that give ``min_chunks`` chunks
     (repeated if needed)."""
@@ -117,7 +117,8 @@ def random_bow(data: Path, artifacts: Path, min_chunks: int = 320, encoder: str 
     train_autoencoders.run(train, artifacts, train_autoencoders.TrainAutoencodersConfig(
         encoder=encoder, tokens=tokens, max_val_tokens=1000), device="cpu", progress=False)
     fit_codebooks.run(train, artifacts, fit_codebooks.FitCodebooksConfig(
-        encoder=encoder, niter=10, nredo=1), device="cpu", progress=False)
+        encoder=encoder, niter=10, nredo=1, frame_codes=frame_codes), device="cpu",
+        progress=False)
 
 
 def link_models(src: Path, artifacts: Path, encoder: str) -> None:
@@ -259,6 +260,8 @@ def main(argv=None, model: str = "bow") -> None:
     p.add_argument("--encoder", default="random", help="bag of words: trained, random or pca")
     p.add_argument("--tokens", default="raw", help="bag of words without --artifacts: raw "
                    "(the paper's) or shape tokens")
+    p.add_argument("--frame-codes", type=int, default=1000, help="bag of words without "
+                   "--artifacts: frame words per stream (0: none, the paper's)")
     p.add_argument("--assignment", default="hard", help="bag of words: hard (the paper's) or "
                    "soft (the library's default: 3 nearest codes)")
     p.add_argument("--checkpoint", type=Path, default=SHARED / "kwmlp" / "kwmlp.pth",
@@ -272,7 +275,8 @@ def main(argv=None, model: str = "bow") -> None:
         art = Path(tmp) / "artifacts"
         if model == "bow":
             if args.artifacts is None:
-                random_bow(data, art, encoder=args.encoder, tokens=args.tokens)
+                random_bow(data, art, encoder=args.encoder, tokens=args.tokens,
+                           frame_codes=args.frame_codes)
             else:  # link the given model: the store is written (and removed) in tmp only
                 link_models(args.artifacts, art, args.encoder)
             flops, extra = bow_flops(art, args.encoder), {"encoder": args.encoder,

@@ -25,7 +25,7 @@ import argparse
 import numpy as np
 import torch
 
-from benchmarks.common import emit, machine, table, timed
+from benchmarks.common import emit, machine, timed
 from bow.audio.load import SAMPLE_RATE, read_audio
 from bow.bagofwords.embed import BagOfWordsEmbedder
 from bow.bagofwords.model import normalise
@@ -78,7 +78,6 @@ def main(argv=None) -> None:
                                                                2)})
     print({"machine": machine()})
     emit(rows)
-    table(rows)
 
 
 if __name__ == "__main__":

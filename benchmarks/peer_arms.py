@@ -6,7 +6,8 @@
   ``-standardizeInput -log -size 1000 -a 5``) written with the project's own parts: ComParE's
   65 low-level descriptors (LLDs) and their 65 deltas per 10 ms frame, two streams, each
   standardised with the training frames' mean and std, one k-means codebook of 1,000 words per
-  stream (bow.bagofwords.codebook, fitted on the training frames only, seeded), each frame
+  stream (bow.bagofwords.codebook, fitted on the training frames only, seeded, with the k-means
+  settings of our frame words: bow.bagofwords.frames.KMEANS), each frame
   counted once for each of its 5 nearest words (bow.bagofwords.nearest), clip histogram =
   the counts summed over the clip's frames, log(1 + count): 2,000-d. openXBOW's own codebooks
   are random draws of training frames by default; ours are k-means (the project's codebooks).
@@ -24,6 +25,7 @@ import numpy as np
 
 from bow.audio.load import read_audio
 from bow.bagofwords.codebook import Codebook, CodebookConfig
+from bow.bagofwords.frames import KMEANS as FRAME_KMEANS
 from bow.peers import opensmile as osm
 from bow.progress import progress
 
@@ -85,7 +87,8 @@ def xbow(peer: PeerFeatures, fit_clips: np.ndarray, seed: int) -> np.ndarray:
         x = peer.frames[:, stream].astype(np.float64)
         mean, std = x[fit].mean(0), x[fit].std(0)
         z = ((x - mean) / np.where(std > 0, std, 1.0)).astype(np.float32)
-        book = Codebook(CodebookConfig(n_codes=XBOW["words"], seed=seed), gpu=False).fit(z[fit])
+        book = Codebook(CodebookConfig(n_codes=XBOW["words"], seed=seed, **FRAME_KMEANS),
+                        gpu=False).fit(z[fit])
         ids, _ = book.nearest(z, XBOW["nearest"])
         counts = np.zeros((len(off) - 1, XBOW["words"]))
         np.add.at(counts, (np.repeat(clip_of, XBOW["nearest"]), ids.ravel()), 1.0)

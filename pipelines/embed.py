@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bow.bagofwords.embed import BATCH_CHUNKS, ShardEmbedder
+from bow.bagofwords.frames import STREAMS
 from bow.bagofwords.model import AssignmentConfig, BagOfWords
 from bow.bagofwords.tokens import FAMILIES
 from bow.bagofwords.training import DEFAULT_ENCODER, ENCODERS
@@ -95,10 +96,13 @@ def run(data: Path, artifacts: Path, config: EmbedConfig = EmbedConfig(),
             return out
         bag = BagOfWords.load(ae_dir, cb_dir, assignment=narrow(config, AssignmentConfig))
         resolved = {"embed": config, "n_codes": bag.n_codes, "level_bins": bag.n_levels,
+                    "frame_codes": bag.frames.n_codes if bag.frames else 0,
+                    "frame_streams": list(STREAMS) if bag.frames else [],
                     "families": list(FAMILIES),
                     "chunk_vectors": f"{'uint16' if config.assignment == 'hard' else 'float32'} "
                                      "counts: 4 histograms of n_codes in family order, then 4 "
-                                     "of level_bins",
+                                     "of level_bins, then one of frame_codes per frame "
+                                     "stream",
                     "clip_vector": "mean of the chunk vectors",
                     "train_autoencoders": read_json(ae_dir / "config.json", "stage config"),
                     "fit_codebooks": read_json(cb_dir / "config.json", "stage config")}

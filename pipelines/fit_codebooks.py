@@ -7,7 +7,9 @@ Encodes the grid tokens of a seeded sample of at most ``--sample-chunks`` traini
 sample as train_autoencoders' with the same seed) with the stage-1 autoencoders
 (``autoencoders/`` or ``autoencoders-random/``, picked by ``--encoder``) and fits
 ``bow.bagofwords.codebook.Codebook`` (FAISS k-means, on the GPU when faiss sees one and ``--device``
-is auto or cuda) on each family's codes. Writes ``<artifacts>/codebooks/<family>.npz`` (centroids),
+is auto or cuda) on each family's codes, and the frame words (bow.bagofwords.frames,
+``--frame-codes``, ``frames.npz``) on the chunks' frame descriptors. Writes
+``<artifacts>/codebooks/<family>.npz`` (centroids),
 ``<family>.json`` (parameters, per-iteration objective, cluster sizes, empty clusters,
 imbalance), ``summary.json``, ``config.json`` and ``fingerprint.json`` (``codebooks-random/``
 for the random encoders). Redone when the autoencoders, the clips or the options change.
@@ -27,7 +29,6 @@ from pathlib import Path
 
 from bow.bagofwords.codebook import CodebookConfig, faiss_gpus
 from bow.bagofwords.corpus import SAMPLE_CHUNKS, SAMPLE_HELP, check_sample_chunks, sampled_logmel
-from bow.bagofwords.tokens import FAMILIES
 from bow.bagofwords.training import DEFAULT_ENCODER, ENCODERS, fit_codebooks
 from bow.config import ConfigError, choose, option
 from bow.data.clips import clips_fingerprint, training_clips
@@ -53,6 +54,9 @@ class FitCodebooksConfig(CodebookConfig):
     encoder: str = option(DEFAULT_ENCODER, "which encoders to use: trained, random or pca")
     level_bins: int = option(16, "level bins per family for encoders of shape tokens "
                              "(bow.bagofwords.levels; 0: none)")
+    frame_codes: int = option(1000, "frame words (bow.bagofwords.frames): words of the frame "
+                              "descriptors' codebook, openXBOW's size (0: none, the paper's "
+                              "four families only)")
     max_clips: int | None = option(None, "fit on a seeded subset of at most this many training "
                                    "clips (none: all)")
     train_splits: tuple[str, ...] = option(("train",), "splits to fit on (FSD50K: train; "
@@ -63,6 +67,8 @@ class FitCodebooksConfig(CodebookConfig):
         super().__post_init__()
         choose("encoder", self.encoder, ENCODERS)
         check_sample_chunks(self.sample_chunks)
+        if self.frame_codes < 0 or self.frame_codes == 1:
+            raise ConfigError(f"frame_codes must be 0 (none) or >= 2, got {self.frame_codes}")
         if self.level_bins < 0 or self.level_bins == 1:
             raise ConfigError(f"level_bins must be 0 (none) or >= 2, got {self.level_bins}")
 
@@ -98,7 +104,7 @@ def run(data: Path, artifacts: Path, config: FitCodebooksConfig = FitCodebooksCo
         summary = {"clips": len(train) - len(skipped), "chunks": int(logmel.shape[0]),
                    "sample": sample, "skipped": skipped, "invalid": dataset.invalid}
         summary["families"] = fit_codebooks(ae_dir, logmel, config, out, dev, faiss_gpu(device),
-                                            config.level_bins)
+                                            config.level_bins, config.frame_codes)
         write_json(out / "summary.json", summary)
         mark_done(out, fingerprint, config, inputs)
     return out
@@ -113,7 +119,7 @@ def _work(args, cfg: FitCodebooksConfig):
           f"{summary['clips']} clips, {summary['chunks']} of {summary['sample']['chunks_seen']} "
           f"chunks sampled, "
           f"{len(summary['skipped'])} unreadable")
-    for family in FAMILIES:
+    for family in summary["families"]:
         s = summary["families"][family]
         note = f", {s['points_per_centroid']:.0f} points per centroid" if s["few_points"] else ""
         print(f"  {family:18s} {s['n_points']} points, mean sq. distance "

@@ -11,15 +11,21 @@ loading one never runs pickled code. Entries, for each family f of
     f.centroids          (D, dim / F)        float32  the family's k-means codebook
     f.level_edges        (L - 1,)            float64  level-bin edges (shape tokens only)
 
+and, with frame words (bow.bagofwords.frames; format version 3):
+
+    frames.mean, .std    (94,)               float32  frame-descriptor standardisation
+    frames.<stream>      (D_frames, 47)      float32  each stream's codebook (static, delta)
+
 config: ``format`` ("bow-bundle"), ``format_version``, ``families`` (order of the histograms),
 ``n_codes`` (D), ``level_bins`` (L, 0 without), ``normalise`` (count normalisation of the HEAR
 outputs: none, sqrt, log1p), ``assignment`` (bow.bagofwords.model.AssignmentConfig),
 ``encoders`` (each family's kind, autoencoder or pca, and parameters, tokens included),
-``codebooks`` (parameters and the distance ``scale`` soft assignment uses), ``stats`` (best epoch
+``codebooks`` (parameters and the distance ``scale`` soft assignment uses), ``frames`` (the frame
+words' ``codebook`` parameters and ``scales``; null without frame words), ``stats`` (best epoch
 and validation MSE, k-means objective), ``code_version`` and ``meta`` (for bundles written by
 pipelines.export_bundle: the fingerprint, the upstream stages' fingerprints and configs).
-Version 1 bundles (autoencoders of raw tokens, hard assignment, ``f.encoder.{0,3,6}.*``) still
-read.
+Version 1 bundles (autoencoders of raw tokens, hard assignment, ``f.encoder.{0,3,6}.*``) and
+version 2 (no frame words) still read.
 
 Decision: the decoders are left out. Embedding needs only the encoders, and leaving the decoders
 out halves the file: the paper's sizes (F = 10, 2048 hidden units) hold 21.1 M encoder weights,
@@ -41,8 +47,10 @@ import numpy as np
 import torch
 
 from bow import __version__
+from bow.audio.descriptors import DIM as FRAME_DIM
 from bow.bagofwords.codebook import Codebook, CodebookConfig
 from bow.bagofwords.encoder import AutoencoderConfig, TokenEncoder
+from bow.bagofwords.frames import STREAMS, FrameWords
 from bow.bagofwords.levels import LevelBins
 from bow.bagofwords.model import NORMALISATIONS, AssignmentConfig, BagOfWords
 from bow.bagofwords.tokens import DIMS, FAMILIES
@@ -50,7 +58,8 @@ from bow.config import choose
 from bow.io.stage import atomic_path, to_jsonable
 
 FORMAT = "bow-bundle"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
+READABLE = (1, 2, 3)
 V1_LAYERS = ("0", "3", "6")  # version 1: the Linear layers' indices in the encoder's Sequential
 
 
@@ -103,10 +112,14 @@ def write(path: str | Path, bag: BagOfWords, normalise: str = "sqrt",
         encoders[f] = {"kind": "pca" if len(enc.layers()) == 1 else "autoencoder",
                        **enc.get_params()}
         codebooks[f] = {**cb.get_params(), "scale": cb.scale_}
+    frames = None
+    if bag.frames:
+        arrays.update({f"frames.{k}": v for k, v in bag.frames.arrays().items()})
+        frames = bag.frames.params()
     config = {"format": FORMAT, "format_version": FORMAT_VERSION, "families": list(FAMILIES),
               "n_codes": bag.n_codes, "level_bins": bag.n_levels, "normalise": normalise,
               "assignment": bag.assignment, "encoders": encoders, "codebooks": codebooks,
-              "stats": stats, "code_version": __version__, "meta": meta or {}}
+              "frames": frames, "stats": stats, "code_version": __version__, "meta": meta or {}}
     arrays["config"] = np.str_(json.dumps(to_jsonable(config), sort_keys=True))
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as fh:
@@ -165,9 +178,9 @@ def read_config(path: str | Path) -> dict:
     if not isinstance(config, dict) or config.get("format") != FORMAT:
         raise BundleError(f"{path}: not a bow bundle (config format is "
                           f"{config.get('format') if isinstance(config, dict) else None!r})")
-    if config.get("format_version") not in (1, FORMAT_VERSION):
+    if config.get("format_version") not in READABLE:
         raise BundleError(f"{path}: bundle format version {config.get('format_version')!r}; "
-                          f"this code reads versions 1 and {FORMAT_VERSION}")
+                          f"this code reads versions {READABLE}")
     return _upgrade(config) if config["format_version"] == 1 else config
 
 
@@ -197,6 +210,15 @@ def _check_config(path: Path, config: dict) -> None:
     except (TypeError, ValueError) as e:
         raise BundleError(f"{path}: assignment {config.get('assignment')!r}: {e}") from None
     cb_defaults = {**CodebookConfig().__dict__}
+    frames = config.get("frames")
+    if frames is not None:
+        try:
+            n = CodebookConfig(**frames["codebook"]).n_codes
+            scales = [frames["scales"][s] for s in STREAMS]
+        except (TypeError, ValueError, KeyError) as e:
+            raise BundleError(f"{path}: frame words {frames!r}: {e}") from None
+        if n < 2 or not all(isinstance(v, float) for v in scales):
+            raise BundleError(f"{path}: frame words of {n} codes, or without their scales")
     for f in FAMILIES:
         enc = dict(config.get("encoders", {}).get(f) or {})
         cb = dict(config.get("codebooks", {}).get(f) or {})
@@ -239,6 +261,11 @@ def _expected(config: dict) -> dict[str, tuple[tuple[int, ...], type]]:
         out[f"{f}.centroids"] = ((config["n_codes"], sizes[-1]), np.float32)
         if config["level_bins"]:
             out[f"{f}.level_edges"] = ((config["level_bins"] - 1,), np.float64)
+    if config.get("frames"):
+        out["frames.mean"] = out["frames.std"] = ((FRAME_DIM,), np.float32)
+        for s, cols in STREAMS.items():
+            out[f"frames.{s}"] = ((config["frames"]["codebook"]["n_codes"],
+                                   cols.stop - cols.start), np.float32)
     return out
 
 
@@ -255,8 +282,10 @@ class Bundle:
 
     @property
     def width(self) -> int:
-        """Length of the embeddings: 4 (D + L)."""
-        return len(FAMILIES) * (self.n_codes + int(self.config["level_bins"]))
+        """Length of the embeddings: 4 (D + L) + D_frames."""
+        frames = self.config.get("frames")
+        return len(FAMILIES) * (self.n_codes + int(self.config["level_bins"])) + \
+            (len(STREAMS) * int(frames["codebook"]["n_codes"]) if frames else 0)
 
     @property
     def normalise(self) -> str:
@@ -291,9 +320,14 @@ class Bundle:
     def bag(self, device: str | torch.device = "cpu") -> BagOfWords:
         """The model as a bow.bagofwords.model.BagOfWords, its encoders on ``device``."""
         levels = {f: self._levels(f) for f in FAMILIES} if self.config["level_bins"] else None
+        frames = self.config.get("frames")
+        if frames:
+            frames = FrameWords.from_arrays(
+                frames, {k.split(".", 1)[1]: v for k, v in self.arrays.items()
+                         if k.startswith("frames.")}, str(self.path))
         return BagOfWords({f: self._encoder(f, device) for f in FAMILIES},
                           {f: self._codebook(f) for f in FAMILIES}, levels,
-                          AssignmentConfig(**self.config["assignment"]))
+                          AssignmentConfig(**self.config["assignment"]), frames)
 
 
 def read(path: str | Path) -> Bundle:

@@ -44,6 +44,7 @@ import torch
 from bow.bagofwords.autoencoder import Autoencoder
 from bow.bagofwords.codebook import Codebook, CodebookError
 from bow.bagofwords.encoder import ENCODE_BATCH, TokenEncoder
+from bow.bagofwords.frames import FRAMES, FrameWords, frame_histograms
 from bow.bagofwords.levels import LevelBins, token_levels
 from bow.bagofwords.pca import PCAEncoder
 from bow.bagofwords.tokens import COUNTS, DIMS, FAMILIES, grid
@@ -54,6 +55,7 @@ from bow.runtime import numpy_one_thread
 NORMALISATIONS = ("none", "sqrt", "log1p")
 ASSIGNMENTS = ("hard", "soft")
 WEIGHTINGS = ("softmax", "rank", "uniform")
+FRAMES_FILE = "frames.npz"
 ENCODER_FILES = {cls.format: cls for cls in (Autoencoder, PCAEncoder)}
 
 
@@ -159,13 +161,15 @@ def normalise(counts, method: str = "sqrt"):
 
 
 class BagOfWords:
-    """The four encoders, codebooks (and level bins): (n, 96, 100) log-mel -> count vectors."""
+    """The four encoders, codebooks (and level bins, frame words): (n, 96, 100) log-mel ->
+    count vectors."""
 
     def __init__(self, encoders: dict[str, TokenEncoder], codebooks: dict[str, Codebook],
                  levels: dict[str, LevelBins] | None = None,
-                 assignment: AssignmentConfig = AssignmentConfig()):
+                 assignment: AssignmentConfig = AssignmentConfig(),
+                 frames: FrameWords | None = None):
         self.encoders, self.codebooks, self.levels = encoders, codebooks, levels
-        self.assignment = assignment
+        self.assignment, self.frames = assignment, frames
 
     @property
     def n_codes(self) -> int:
@@ -179,18 +183,44 @@ class BagOfWords:
         return self.levels[FAMILIES[0]].n_bins if self.levels else 0
 
     @property
+    def n_frame_codes(self) -> int:
+        return self.frames.width if self.frames else 0
+
+    @property
     def width(self) -> int:
-        """Length of a chunk vector: 4 (D + L)."""
-        return len(FAMILIES) * (self.n_codes + self.n_levels)
+        """Length of a chunk vector: 4 (D + L) + D_frames."""
+        return len(FAMILIES) * (self.n_codes + self.n_levels) + self.n_frame_codes
+
+    def weights(self, codebook: Codebook, dist: np.ndarray) -> np.ndarray | None:
+        """(m, K) squared distances to ``codebook``'s K nearest codes -> (m, K) float32 weights
+        by the assignment config (None for hard assignment)."""
+        a = self.assignment
+        return None if a.assignment == "hard" else \
+            soft_weights(dist, codebook.scale_, a.weighting)
+
+    def frame_words(self, logmel: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        """(n, 96, 100) log-mel -> each frame's (n * 100, K) word ids and weights (ones for
+        hard assignment), with the bag's assignment."""
+        return self.frames.words(logmel, self.assignment.k, lambda cb, d: (
+            np.ones(d.shape, np.float32) if self.assignment.assignment == "hard"
+            else self.weights(cb, d)))
+
+    def with_frames(self, counts: np.ndarray, logmel: torch.Tensor) -> np.ndarray:
+        """Family counts (n, 4 (D + L)) -> (n, width) with the frame histograms appended, in
+        the families' dtype (hard assignment: whole counts, uint16)."""
+        if not self.frames:
+            return counts
+        ids, w = self.frame_words(logmel)
+        frames = frame_histograms(ids, w, np.arange(len(ids)).reshape(-1, FRAMES),
+                                  self.n_frame_codes)
+        return np.concatenate([counts, frames.astype(counts.dtype)], axis=1)
 
     def words(self, family: str, tokens: torch.Tensor) -> dict:
         """(m, dim) raw tokens of ``family`` -> {"ids": (m, K) int64 codes, "weights": (m, K)
         float32 or None (hard), "levels": (m,) int64 level bins or None}."""
-        a = self.assignment
         codes = self.encoders[family].encode(tokens).cpu().numpy()
-        ids, dist = self.codebooks[family].nearest(codes, a.k)
-        weights = None if a.assignment == "hard" else \
-            soft_weights(dist, self.codebooks[family].scale_, a.weighting)
+        ids, dist = self.codebooks[family].nearest(codes, self.assignment.k)
+        weights = self.weights(self.codebooks[family], dist)
         levels = None
         if self.levels:
             levels = self.levels[family].assign(token_levels(torch.as_tensor(tokens).float()))
@@ -198,7 +228,7 @@ class BagOfWords:
 
     def transform(self, logmel: torch.Tensor) -> np.ndarray:
         """(n, 96, 100) log-mel -> (n, width) counts (uint16 hard, float32 soft), each chunk's
-        code counts summing to 143 (and its level counts to 143)."""
+        code counts summing to 143 (its level counts to 143, its frame counts to 100)."""
         n = logmel.shape[0]
         words = {}
         with numpy_one_thread():
@@ -210,18 +240,21 @@ class BagOfWords:
                                 parts[0][k] is not None else None) for k in parts[0]} \
                     if parts else {"ids": np.zeros((0, 1), np.int64), "weights": None,
                                    "levels": None}
-        return histograms(words, n, self.n_codes, self.n_levels)
+            return self.with_frames(histograms(words, n, self.n_codes, self.n_levels), logmel)
 
     @classmethod
     def load(cls, encoders: str | Path, codebooks: str | Path,
              device: str | torch.device = "cpu",
              assignment: AssignmentConfig = AssignmentConfig()) -> "BagOfWords":
         """Read ``<family>.pt`` from the encoder folder, ``<family>.npz`` (and
-        ``<family>.levels.json`` when the codebooks have level bins) from the other."""
+        ``<family>.levels.json`` when the codebooks have level bins, ``frames.npz`` when they
+        have frame words) from the other."""
         codebooks = Path(codebooks)
         books = {f: Codebook.load(codebooks / f"{f}.npz") for f in FAMILIES}
         level_files = [codebooks / f"{f}.levels.json" for f in FAMILIES]
         levels = {f: LevelBins.load(p) for f, p in zip(FAMILIES, level_files)} \
             if all(p.is_file() for p in level_files) else None
+        frames = FrameWords.load(codebooks / FRAMES_FILE) \
+            if (codebooks / FRAMES_FILE).is_file() else None
         return cls({f: load_encoder(Path(encoders) / f"{f}.pt", device) for f in FAMILIES},
-                   books, levels, assignment)
+                   books, levels, assignment, frames)

@@ -18,10 +18,12 @@ A design of ours (the paper embeds 1 s chunks only; ``TimestampEmbedder``):
   the columns starting every 5 frames are shared by all windows, so they are encoded and
   assigned once (twice as many as the chunk grid has) and each window gathers the code ids of
   its 10 columns; only the band envelopes (8 x 100) and the thumbnail span a whole window and
-  are encoded per window. Per second of audio at the paper's sizes (F = 10, 2048 hidden):
-  patches 2 x 1.05, spectral envelopes 2 x 0.13, band envelopes 20 x 0.14, thumbnails
-  20 x 0.009 GFLOP: 5.4 GFLOP, 4.1 times the chunk vectors' 1.33 (from scratch: 26.6).
-  benchmarks/hear_memory.py measures the time.
+  are encoded per window. Frame words (bow.bagofwords.frames) are assigned once per frame of
+  each chunk (their descriptors are a chunk's, deltas included) and window w adds up the words
+  of its 100 frames, in order: window 20 j again gives chunk j's bits. Per second of audio at
+  the paper's sizes (F = 10, 2048 hidden): patches 2 x 1.05, spectral envelopes 2 x 0.13,
+  band envelopes 20 x 0.14, thumbnails 20 x 0.009 GFLOP: 5.4 GFLOP, 4.1 times the chunk
+  vectors' 1.33 (from scratch: 26.6). benchmarks/hear_memory.py measures the time.
 
 Memory. Clips are processed in pieces of at most ``piece_chunks`` chunks (a long clip in several
 pieces, short clips several to a piece); a piece of timestamp windows also reads the chunk after
@@ -43,6 +45,7 @@ import torch
 
 from bow.audio.features import HOP, LogMel
 from bow.audio.load import CHUNK_SAMPLES, SAMPLE_RATE, n_chunks
+from bow.bagofwords.frames import frame_histograms
 from bow.bagofwords.model import BagOfWords, histograms
 from bow.bagofwords.tokens import COUNTS, DIMS, FAMILIES, N_FRAMES, N_MELS, SHAPES, grid
 
@@ -175,6 +178,13 @@ class TimestampEmbedder:
             used = {f: used[f] + per[f] for f in FAMILIES}
             out.append(histograms(window_words(part, n_win, n_col), n_win, self.bag.n_codes,
                                   self.bag.n_levels))
+        if self.bag.frames:
+            ids, w = self.bag.frame_words(logmel)
+            starts = np.cumsum([0] + [r.shape[0] * N_FRAMES for r in rows])
+            for j, (n_win, _) in enumerate(sizes):
+                frames = starts[j] + HOP_FRAMES * np.arange(n_win)[:, None] + np.arange(N_FRAMES)
+                counts = frame_histograms(ids, w, frames, self.bag.n_frame_codes)
+                out[j] = np.concatenate([out[j], counts.astype(out[j].dtype)], axis=1)
         return out
 
     def window_counts(self, audios: list[np.ndarray]) -> Iterator[tuple[int, np.ndarray]]:

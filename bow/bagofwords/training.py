@@ -26,8 +26,10 @@ import torch
 from bow.bagofwords.autoencoder import Autoencoder
 from bow.bagofwords.codebook import Codebook, CodebookConfig, CodebookError
 from bow.bagofwords.encoder import AutoencoderConfig
+from bow.bagofwords.frames import KMEANS as FRAME_KMEANS
+from bow.bagofwords.frames import FrameWords
 from bow.bagofwords.levels import LevelBins
-from bow.bagofwords.model import family_codes, load_encoder
+from bow.bagofwords.model import FRAMES_FILE, family_codes, load_encoder
 from bow.bagofwords.pca import PCAEncoder
 from bow.bagofwords.tokens import FAMILIES
 from bow.io.stage import ArtifactError, load_torch, read_json, write_json
@@ -85,10 +87,14 @@ def train_autoencoders(logmel: torch.Tensor, val_logmel: torch.Tensor,
 
 
 def fit_codebooks(autoencoders: Path, logmel: torch.Tensor, config: CodebookConfig, out: Path,
-                  device: torch.device, gpu: bool | str = "auto", level_bins: int = 16) -> dict:
+                  device: torch.device, gpu: bool | str = "auto", level_bins: int = 16,
+                  frame_codes: int = 0) -> dict:
     """Codes of the grid tokens of log-mel (n, 96, 100) through ``autoencoders/<family>.pt`` ->
     ``out/<family>.npz`` (+ .json statistics), and for shape tokens ``level_bins`` level bins
-    ``out/<family>.levels.json`` (none when 0). Returns {family: statistics without sizes}."""
+    ``out/<family>.levels.json`` (none when 0); ``frame_codes`` frame words
+    (bow.bagofwords.frames, ``config``'s k-means but bow.bagofwords.frames.KMEANS's iterations
+    and restarts) -> ``out/frames.npz`` (none when 0).
+    Returns {family or "frames.<stream>": statistics without sizes}."""
     families = {}
     for family in FAMILIES:
         encoder = load_encoder(autoencoders / f"{family}.pt", device)
@@ -104,4 +110,14 @@ def fit_codebooks(autoencoders: Path, logmel: torch.Tensor, config: CodebookConf
             raise CodebookError(f"{family} codebook: {e}") from None
         book.save(out / f"{family}.npz")
         families[family] = {k: v for k, v in book.stats_.items() if k != "sizes"}
+    (out / FRAMES_FILE).unlink(missing_ok=True)
+    if frame_codes:
+        frames = FrameWords(dataclasses.replace(config, n_codes=frame_codes, **FRAME_KMEANS), gpu)
+        try:
+            frames.fit(logmel)
+        except CodebookError as e:
+            raise CodebookError(f"frame words: {e}") from None
+        frames.save(out / FRAMES_FILE)
+        families.update({f"frames.{s}": {k: v for k, v in book.stats_.items() if k != "sizes"}
+                         for s, book in frames.codebooks.items()})
     return families

@@ -121,7 +121,8 @@ def test_the_bag_of_words_stages_run_on_the_audioset_layout(tmp_path):
     splits = ("balanced_train", "unbalanced_train")
     train_autoencoders.run(root, art, dataclasses.replace(TRAIN, train_splits=splits),
                            device="cpu", progress=False)
-    codes = dataclasses.replace(CODES, n_codes=4, level_bins=4, train_splits=splits)
+    codes = dataclasses.replace(CODES, n_codes=4, level_bins=4, frame_codes=16,
+                                train_splits=splits)
     fit_codebooks.run(root, art, codes, device="cpu", progress=False)
     store = read(embed.run(root, art, EmbedConfig(), device="cpu", progress=False))
     ds = load_dataset(root)

@@ -230,7 +230,9 @@ def test_audiomlp_golden_outputs_batches_and_our_checkpoints(audiomlp_dir, esc10
 
 # ------------------------------------------------------------------ bag of words
 def test_bow_attributes_and_shapes(bow_model):
-    width = 4 * (16 + bow_model.bundle.config["level_bins"])
+    frames = bow_model.bundle.config["frames"]
+    width = 4 * (16 + bow_model.bundle.config["level_bins"]) + \
+        (2 * frames["codebook"]["n_codes"] if frames else 0)
     assert isinstance(bow_model, torch.nn.Module) and bow_model.sample_rate == 16000
     assert bow_model.timestamp_embedding_size == bow_model.scene_embedding_size == width
     audio = torch.from_numpy(np.stack([sine(440, 2.0), sine(880, 2.0)]))

@@ -115,7 +115,7 @@ def test_command_lines_with_random_encoders_on_labels_csv_layout(esc10_subset, t
     cfg = json.loads((art / "autoencoders-random" / "config.json").read_text())
     assert cfg["hidden"] == 32 and cfg["train_splits"] == ["1", "2", "3"]
     fit_codebooks.main(common + ["--encoder", "random", "--n-codes", "16",
-                                 "--train-splits", "1,2,3"])
+                                 "--train-splits", "1,2,3", "--frame-codes", "0"])
     embed.main(common + ["--encoder", "random", "--assignment", "hard"])
     out = capsys.readouterr().out
     assert "1 unreadable" in out and "bow-random.h5: 25 clips" in out and "1 skipped" in out
