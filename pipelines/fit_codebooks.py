@@ -2,7 +2,9 @@
 
     python -m pipelines.fit_codebooks --data DIR [--artifacts artifacts] [--n-codes 256]
 
-Encodes the grid tokens of every training chunk with the stage-1 autoencoders
+Encodes the grid tokens of a seeded sample of at most ``--sample-chunks`` training chunks
+(bow.bagofwords.corpus.sampled_logmel: one pass, 19.2 KB of log-mel a sampled chunk; the same
+sample as train_autoencoders' with the same seed) with the stage-1 autoencoders
 (``autoencoders/`` or ``autoencoders-random/``, picked by ``--encoder``) and fits
 ``bow.bagofwords.codebook.Codebook`` (FAISS k-means, on the GPU when faiss sees one and ``--device``
 is auto or cuda) on each family's codes, and the frame words (bow.bagofwords.frames,
@@ -26,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bow.bagofwords.codebook import CodebookConfig, faiss_gpus
-from bow.bagofwords.corpus import logmel_clips
+from bow.bagofwords.corpus import SAMPLE_CHUNKS, SAMPLE_HELP, check_sample_chunks, sampled_logmel
 from bow.bagofwords.training import DEFAULT_ENCODER, ENCODERS, fit_codebooks
 from bow.config import ConfigError, choose, option
 from bow.data.clips import clips_fingerprint, training_clips
@@ -59,10 +61,12 @@ class FitCodebooksConfig(CodebookConfig):
                                    "clips (none: all)")
     train_splits: tuple[str, ...] = option(("train",), "splits to fit on (FSD50K: train; "
                                            "labels.csv: e.g. 1,2,3,4)")
+    sample_chunks: int = option(SAMPLE_CHUNKS, SAMPLE_HELP)
 
     def __post_init__(self):
         super().__post_init__()
         choose("encoder", self.encoder, ENCODERS)
+        check_sample_chunks(self.sample_chunks)
         if self.frame_codes < 0 or self.frame_codes == 1:
             raise ConfigError(f"frame_codes must be 0 (none) or >= 2, got {self.frame_codes}")
         if self.level_bins < 0 or self.level_bins == 1:
@@ -95,9 +99,10 @@ def run(data: Path, artifacts: Path, config: FitCodebooksConfig = FitCodebooksCo
             return out
         clear_done(out)
         dev = resolve_device(device)
-        logmel, _, skipped = logmel_clips(train, dev, progress=progress, desc="log-mel train")
+        logmel, _, skipped, sample = sampled_logmel(train, config.sample_chunks, config.seed,
+                                                    dev, progress=progress, desc="log-mel train")
         summary = {"clips": len(train) - len(skipped), "chunks": int(logmel.shape[0]),
-                   "skipped": skipped, "invalid": dataset.invalid}
+                   "sample": sample, "skipped": skipped, "invalid": dataset.invalid}
         summary["families"] = fit_codebooks(ae_dir, logmel, config, out, dev, faiss_gpu(device),
                                             config.level_bins, config.frame_codes)
         write_json(out / "summary.json", summary)
@@ -111,7 +116,8 @@ def _work(args, cfg: FitCodebooksConfig):
     cli.say_if_unchanged(before, read_fingerprint(out), out)
     summary = read_json(out / "summary.json", "codebook summary")
     print(f"codebooks (D = {cfg.n_codes}, {cfg.encoder} encoders) in {out}: "
-          f"{summary['clips']} clips, {summary['chunks']} chunks, "
+          f"{summary['clips']} clips, {summary['chunks']} of {summary['sample']['chunks_seen']} "
+          f"chunks sampled, "
           f"{len(summary['skipped'])} unreadable")
     for family in summary["families"]:
         s = summary["families"][family]

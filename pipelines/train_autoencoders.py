@@ -3,8 +3,10 @@
     python -m pipelines.train_autoencoders --data DIR [--artifacts artifacts]
                                          [--encoder pca|trained|random]
 
-Reads the training clips (``--train-splits``), computes their log-mel once, holds out a seeded
-``val_fraction`` of the readable ones for validation (early stopping) and trains the four
+Reads the training clips (``--train-splits``) in one pass and keeps the log-mel of a seeded
+sample of at most ``--sample-chunks`` chunks (bow.bagofwords.corpus.sampled_logmel; 19.2 KB each;
+the default covers FSD50K's train split, so it fits on every chunk), holds out a seeded
+``val_fraction`` of the readable clips for validation (early stopping) and trains the four
 autoencoders (``bow.bagofwords.autoencoder``) in turn. Writes
 ``<artifacts>/autoencoders/<family>.pt``, ``history.json`` (per-epoch train and validation MSE, the
 clips skipped and why), ``timings.json`` (training seconds), ``config.json`` and
@@ -27,7 +29,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from bow.bagofwords.corpus import training_logmel
+from bow.bagofwords.corpus import SAMPLE_CHUNKS, SAMPLE_HELP, check_sample_chunks, training_logmel
 from bow.bagofwords.encoder import AutoencoderConfig
 from bow.bagofwords.tokens import FAMILIES
 from bow.bagofwords.training import DEFAULT_ENCODER, ENCODERS, train_autoencoders
@@ -79,10 +81,12 @@ class TrainAutoencodersConfig(AutoencoderConfig):
                                    "training clips (none: all)")
     train_splits: tuple[str, ...] = option(("train",), "splits to train on (FSD50K: train; "
                                            "labels.csv: e.g. 1,2,3,4)")
+    sample_chunks: int = option(SAMPLE_CHUNKS, SAMPLE_HELP)
 
     def __post_init__(self):
         super().__post_init__()
         choose("encoder", self.encoder, ENCODERS)
+        check_sample_chunks(self.sample_chunks)
 
 
 def run(data: Path, artifacts: Path, config: TrainAutoencodersConfig = TrainAutoencodersConfig(),
@@ -99,7 +103,7 @@ def run(data: Path, artifacts: Path, config: TrainAutoencodersConfig = TrainAuto
         clear_done(out)
         dev = resolve_device(device)
         logmel, val, summary = training_logmel(train, config.val_fraction, config.seed, dev,
-                                               progress)
+                                               progress, config.sample_chunks)
         summary["invalid"] = dataset.invalid
         summary["families"] = train_autoencoders(logmel, val, config, config.encoder, out,
                                                  fingerprint, dev, progress)
@@ -115,9 +119,11 @@ def _work(args, cfg: TrainAutoencodersConfig):
     out = run(args.data, args.artifacts, cfg, args.device, not args.no_progress)
     cli.say_if_unchanged(before, read_fingerprint(out), out)
     summary = read_json(out / "history.json", "training summary")
+    sample = summary["sample"]
     print(f"autoencoders ({cfg.encoder}) in {out}: {summary['fit_clips']} clips "
           f"({summary['fit_chunks']} chunks) fitted, {summary['val_clips']} held out, "
-          f"{len(summary['skipped'])} unreadable")
+          f"{len(summary['skipped'])} unreadable; sample of {sample['sampled']} of "
+          f"{sample['chunks_seen']} chunks")
     for family in FAMILIES:
         s = summary["families"][family]
         print(f"  {family:18s} validation MSE {s['val_mse']:.4f} (standardised; 1.0 = the mean) "

@@ -1,6 +1,6 @@
 """Dataset layouts -> clip records.
 
-Three layouts are detected automatically from the folder given:
+Four layouts are detected automatically from the folder given:
 
 * FSD50K release: ``FSD50K.dev_audio/``, ``FSD50K.eval_audio/``,
   ``FSD50K.ground_truth/{dev.csv,eval.csv,vocabulary.csv}``. dev rows keep their ``split``
@@ -14,6 +14,9 @@ Three layouts are detected automatically from the folder given:
   path. Folders starting with ``_`` (``_background_noise_``) hold no keywords and are ignored.
   The vocabulary is the sorted set of words (folders with at least one clip). A listed file that
   does not exist is in ``invalid``.
+* AudioSet: ``class_labels_indices.csv`` + Google's segment CSVs + ``audio/<csv stem>/Y<YTID>.*``
+  (bow.data.audioset: splits ``balanced_train``, ``unbalanced_train``, ``eval``; labels are the
+  display names; rows without an audio file are in ``invalid``).
 
 A row whose labels are outside the vocabulary is not a clip: it is listed in ``Dataset.invalid``
 with the reason, for the stages to report. Missing audio files are found when read.
@@ -21,54 +24,15 @@ with the reason, for the stages to report. Missing audio files are found when re
 from __future__ import annotations
 
 import csv
-from dataclasses import dataclass, field
 from pathlib import Path
 
-
-class DatasetError(ValueError):
-    """A dataset folder or labels file that cannot be used; the message names the path."""
-
-
-@dataclass(frozen=True)
-class Clip:
-    fname: str          # identifier, unique in the dataset (FSD50K: the number; else the file name)
-    path: Path
-    split: str
-    labels: tuple[str, ...]
-
-
-@dataclass
-class Dataset:
-    root: Path
-    layout: str                      # "fsd50k", "labels_csv" or "speech_commands"
-    vocabulary: list[str]
-    clips: list[Clip]
-    invalid: list[tuple[str, str]] = field(default_factory=list)  # (fname, reason)
-
-    @property
-    def splits(self) -> list[str]:
-        return sorted({c.split for c in self.clips})
-
-    def select(self, splits) -> list[Clip]:
-        """Clips whose split is in ``splits`` (strings), in dataset order."""
-        wanted = {str(s) for s in splits}
-        return [c for c in self.clips if c.split in wanted]
+from bow.data import audioset
+from bow.data.records import Clip, Dataset, DatasetError
+from bow.data.records import read_rows as _read_rows
 
 
 def _split_labels(text: str) -> tuple[str, ...]:
     return tuple(s.strip() for s in text.split(",") if s.strip())
-
-
-def _read_rows(path: Path, required: tuple[str, ...]) -> list[dict]:
-    try:
-        with open(path, newline="", encoding="utf-8") as f:
-            reader = csv.DictReader(f)
-            missing = [c for c in required if c not in (reader.fieldnames or [])]
-            if missing:
-                raise DatasetError(f"{path}: missing column(s) {missing}; has {reader.fieldnames}")
-            return list(reader)
-    except (OSError, UnicodeDecodeError, csv.Error) as e:
-        raise DatasetError(f"{path}: cannot read ({e})") from e
 
 
 def _make_clips(rows, audio_dir: Path, vocabulary: list[str], split_of, name_of):
@@ -144,11 +108,14 @@ def load_dataset(root: str | Path) -> Dataset:
     root = Path(root)
     if (root / "FSD50K.ground_truth").is_dir():
         return load_fsd50k(root)
+    if audioset.is_audioset(root):
+        return audioset.load_audioset(root)
     if (root / "labels.csv").is_file():
         return load_labels_csv(root)
     if (root / "validation_list.txt").is_file() and (root / "testing_list.txt").is_file():
         return load_speech_commands(root)
     raise DatasetError(
         f"{root}: not a dataset folder: expected FSD50K.ground_truth/ (FSD50K layout), "
-        "labels.csv + audio/ (labels.csv layout) or word folders + validation_list.txt + "
-        "testing_list.txt (Speech Commands layout)")
+        "labels.csv + audio/ (labels.csv layout), word folders + validation_list.txt + "
+        "testing_list.txt (Speech Commands layout) or class_labels_indices.csv + "
+        "*_segments.csv + audio/ (AudioSet layout)")
