@@ -2,7 +2,7 @@
 
     model = load_model("artifacts/bundles/bow.npz")     # python -m pipelines.export_bundle
     emb, ts = get_timestamp_embeddings(audio, model)     # (n, T, 4 D), (n, T) ms, every 50 ms
-    scene = get_scene_embeddings(audio, model)           # (n, 4 D)
+    scene = get_scene_embeddings(audio, model)           # (n, width): 4 (D + L) + 2 D_f
 
 The scene embedding is the clip vector of the feature store (mean of the 1 s chunks' code
 counts). The timestamp embedding at t (0, 50, 100, ... ms up to the clip's length) is the code
@@ -76,6 +76,6 @@ def get_timestamp_embeddings(audio: torch.Tensor, model: BagOfWordsModel
 
 
 def get_scene_embeddings(audio: torch.Tensor, model: BagOfWordsModel) -> torch.Tensor:
-    """(n, samples) -> (n, 4 D) float32 clip vectors."""
+    """(n, samples) -> (n, width) float32 clip vectors (the bundle's width)."""
     vectors = BagOfWordsEmbedder(model.bag(audio.device), audio.device).clip_vectors(_clips(audio))
     return torch.from_numpy(normalise(vectors, model.bundle.normalise)).to(audio.device)
