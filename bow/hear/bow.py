@@ -1,7 +1,7 @@
 """HEAR 2021 API for the bag-of-words model: a thin wrapper over bow.bagofwords.embed/timestamps.
 
     model = load_model("artifacts/bundles/bow.npz")     # python -m pipelines.export_bundle
-    emb, ts = get_timestamp_embeddings(audio, model)     # (n, T, 4 D), (n, T) ms, every 50 ms
+    emb, ts = get_timestamp_embeddings(audio, model)     # (n, T, width), (n, T) ms, every 50 ms
     scene = get_scene_embeddings(audio, model)           # (n, width): 4 (D + L) + 2 D_f
 
 The scene embedding is the clip vector of the feature store (mean of the 1 s chunks' code
@@ -64,7 +64,7 @@ def _clips(audio: torch.Tensor) -> list[np.ndarray]:
 
 def get_timestamp_embeddings(audio: torch.Tensor, model: BagOfWordsModel
                              ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(n, samples) -> (n, T, 4 D) float32 embeddings and (n, T) float32 timestamps (ms),
+    """(n, samples) -> (n, T, width) float32 embeddings and (n, T) float32 timestamps (ms),
     T = samples // 800 + 1."""
     clips = _clips(audio)
     ts = timestamps_ms(audio.shape[1])
