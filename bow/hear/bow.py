@@ -40,6 +40,7 @@ class BagOfWordsModel(nn.Module):
         self.timestamp_embedding_size = bundle.width
         self.scene_embedding_size = self.timestamp_embedding_size
         self._bags: dict[str, BagOfWords] = {}
+        self._embedders: dict[str, BagOfWordsEmbedder] = {}
 
     def bag(self, device: str | torch.device) -> BagOfWords:
         """The model with its encoders on ``device`` (built once per device)."""
@@ -47,6 +48,14 @@ class BagOfWordsModel(nn.Module):
         if key not in self._bags:
             self._bags[key] = self.bundle.bag(device)
         return self._bags[key]
+
+    def embedder(self, device: str | torch.device) -> BagOfWordsEmbedder:
+        """The chunk embedder of ``bag(device)`` (built once per device: 0.5 ms, 4 % of a call
+        on one 5 s clip)."""
+        key = str(torch.device(device))
+        if key not in self._embedders:
+            self._embedders[key] = BagOfWordsEmbedder(self.bag(device), device)
+        return self._embedders[key]
 
 
 def load_model(model_file_path: str = "") -> BagOfWordsModel:
@@ -77,5 +86,5 @@ def get_timestamp_embeddings(audio: torch.Tensor, model: BagOfWordsModel
 
 def get_scene_embeddings(audio: torch.Tensor, model: BagOfWordsModel) -> torch.Tensor:
     """(n, samples) -> (n, width) float32 clip vectors (the bundle's width)."""
-    vectors = BagOfWordsEmbedder(model.bag(audio.device), audio.device).clip_vectors(_clips(audio))
+    vectors = model.embedder(audio.device).clip_vectors(_clips(audio))
     return torch.from_numpy(normalise(vectors, model.bundle.normalise)).to(audio.device)
