@@ -1,6 +1,7 @@
 """The cost curve: wall time and peak memory of each stage against the number of clips.
 
     python -m benchmarks.scale --clips 1000,10000,100000 [--jobs 2] [--sample-chunks 8192]
+                               [--memory-budget-mb 256] [--epochs 10] [--stages evaluate]
                                [--work artifacts/scale] [--plot artifacts/scale/scale.png]
 
 For each size N, the built-in generator (bow.data.synth, FSD50K layout: 0.8 N dev clips, 20 % of
@@ -12,8 +13,14 @@ after another, each in a fresh process on fresh artifacts, with their defaults e
 ``train_autoencoders`` and ``fit_codebooks`` ``--sample-chunks`` (below the chunk count of the
 larger corpora, so the sample, not the corpus, sets their memory; the default 320,000 would
 cover every corpus here), ``embed --jobs``, and ``evaluate --feature-sets bow`` (the heads:
-train on train, early stop on val, score eval). Per stage: wall seconds and peak RSS of the
-process tree (the stage and its workers, summed, polled every 0.1 s).
+train on train, score eval) with ``--memory-budget-mb`` (256: the heads stream from the store
+once its training chunks pass half of it, bow.heads.stream; the default, half the free RAM,
+would hold every corpus here in memory) and exactly ``--epochs`` epochs (``--max-epochs`` and
+``--patience`` both set to it: with early stopping the time would measure when validation
+stops improving, not what a clip costs; 0 keeps evaluate's defaults). Per stage: wall seconds
+and peak RSS of the process tree (the stage and its workers, summed, polled every 0.1 s).
+``--stages`` runs some stages only, on the artifacts the others left (otherwise each size
+starts from fresh artifacts).
 
 Every measurement is appended to ``<work>/results.jsonl`` (so sizes can be run separately);
 the table, the growth exponents (slope of log time and log RSS against log N over the sizes
@@ -140,7 +147,9 @@ def stage_command(stage: str, data: Path, art: Path, args) -> list[str]:
     if stage == "embed":
         cmd += ["--jobs", str(args.jobs)]
     if stage == "evaluate":
-        cmd += ["--feature-sets", "bow"]
+        cmd += ["--feature-sets", "bow", "--memory-budget-mb", str(args.memory_budget_mb)]
+        if args.epochs:
+            cmd += ["--max-epochs", str(args.epochs), "--patience", str(args.epochs)]
     return cmd
 
 
@@ -148,14 +157,18 @@ def run_size(n: int, args) -> None:
     data = corpus(args.work, n, args.remix_from)
     seconds = audio_seconds(data)
     art = args.work / f"art-{n}"
-    shutil.rmtree(art, ignore_errors=True)
+    stages = [s for s in STAGES if s in args.stages.split(",")]
+    if stages == list(STAGES):
+        shutil.rmtree(art, ignore_errors=True)
     log = args.work / f"log-{n}.txt"
-    for stage in STAGES:
+    for stage in stages:
         wall, peak = measure(stage_command(stage, data, art, args), log)
         row = {"clips": n, "audio_s": round(seconds, 1), "stage": stage, "seconds": round(wall, 2),
                "corpus": data.name,
                "peak_rss_mib": round(peak, 1), "jobs": args.jobs,
                "sample_chunks": args.sample_chunks, "date": time.strftime("%Y-%m-%d %H:%M")}
+        if stage == "evaluate":
+            row.update(memory_budget_mb=args.memory_budget_mb, epochs=args.epochs)
         with open(args.work / "results.jsonl", "a") as f:
             f.write(json.dumps(row) + "\n")
         print(json.dumps(row), flush=True)
@@ -257,6 +270,12 @@ def main(argv=None) -> None:
     p.add_argument("--jobs", type=int, default=2, help="embed worker processes")
     p.add_argument("--sample-chunks", type=int, default=8192,
                    help="the fitting stages' sample (below the chunk count of the larger corpora)")
+    p.add_argument("--memory-budget-mb", type=float, default=256,
+                   help="evaluate's head memory budget (streaming above half of it)")
+    p.add_argument("--epochs", type=int, default=10,
+                   help="evaluate's epochs, exactly (0: its defaults, with early stopping)")
+    p.add_argument("--stages", default=",".join(STAGES),
+                   help="comma-separated stages to run (others' artifacts are reused)")
     p.add_argument("--work", type=Path, default=Path("artifacts/scale"))
     p.add_argument("--plot", type=Path, default=None, help="default: <work>/scale.png")
     p.add_argument("--remix-from", type=int, default=None,

@@ -108,7 +108,7 @@ def _mel_from_half_grid(fbank: np.ndarray, win: int, n_fft: int, n_small: int) -
     to_lags = np.cos(2 * np.pi * np.outer(lags, k) / n_small) * weight     # (lags, small)
     big = np.arange(n_fft // 2 + 1)
     to_big = np.cos(2 * np.pi * np.outer(big, lags) / n_fft)                # (big, lags)
-    return (to_big @ to_lags).T @ fbank
+    return to_lags.T @ (to_big.T @ fbank)          # 10x fewer products than (to_big @ to_lags)
 
 
 @functools.lru_cache(maxsize=4)

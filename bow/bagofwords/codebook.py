@@ -178,9 +178,11 @@ class Codebook:
         }
         return self
 
-    def nearest(self, codes, k: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    def nearest(self, codes, k: int = 1, distances: bool = True
+                ) -> tuple[np.ndarray, np.ndarray | None]:
         """(n, d) codes -> (n, k) int64 ids of the k nearest centroids, nearest first, and
-        their (n, k) float64 squared distances, exactly (bow.bagofwords.nearest)."""
+        their (n, k) float64 squared distances (None unless ``distances``), exactly
+        (bow.bagofwords.nearest)."""
         x = np.ascontiguousarray(np.asarray(codes, dtype=np.float32))
         if x.ndim != 2 or x.shape[1] != self.centroids_.shape[1]:
             raise CodebookError(f"expected (n, {self.centroids_.shape[1]}) codes, "
@@ -189,7 +191,7 @@ class Codebook:
             raise CodebookError(f"k = {k} nearest codes asked of a codebook of {self.n_codes}")
         if not np.isfinite(x).all():
             raise CodebookError(f"{int((~np.isfinite(x)).sum())} non-finite values in the codes")
-        return nearest(x, self.centroids_, k)
+        return nearest(x, self.centroids_, k, distances)
 
     def assign(self, codes, return_distances: bool = False):
         """(n, d) codes -> (n,) int64 id of the nearest centroid (and squared distances)."""

@@ -8,7 +8,10 @@ clip vectors (pipelines.embed) and the HEAR scene embedding (bow.hear.bow) alike
 Batching (``BagOfWordsEmbedder.pooled``): the chunks of consecutive clips are pooled into
 batches of exactly ``batch_chunks`` (the last may be smaller), so short clips fill whole batches
 and memory holds at most one batch, one clip and the clips read ahead, whatever the clips'
-lengths. The counts of a clip do not depend on its neighbours (chunks are independent), except
+lengths. The first batches of a call are smaller (``FIRST_BATCH`` chunks, doubling up to
+``batch_chunks``) so that computing starts while the reader thread decodes the next clips
+instead of after a whole batch is decoded (measured: 0.12 s of a 1.4 s run of 100 ESC-10 clips
+on one thread was that wait, once per shard). The counts of a clip do not depend on its neighbours (chunks are independent), except
 that a matmul's batch composition can move a code in its last float bit, so one scheme for
 every path keeps the store and HEAR outputs identical. On the CPU the log-mel of a batch is
 computed ``LOGMEL_BATCH`` chunks at a time: the same bytes, 2x faster than 256 at once on one
@@ -40,6 +43,7 @@ from bow.runtime import check_precision, encoder_precision, resolve_device
 K = TypeVar("K")
 BATCH_CHUNKS = 256  # 1 s chunks per log-mel and encoding batch
 LOGMEL_BATCH = 16   # chunks per log-mel call on the CPU (see the module docstring)
+FIRST_BATCH = 16    # chunks in the first batch of a ``pooled`` call, doubling after each
 
 
 class BagOfWordsEmbedder:
@@ -69,27 +73,28 @@ class BagOfWordsEmbedder:
         waiting: deque = deque()                # keys whose count rows are not all done
         parts, n_parts = [], 0                  # chunks given, not yet embedded
         rows = np.zeros((0, 0))                 # count rows done, not yet handed out
+        size = min(FIRST_BATCH, self.batch_chunks)
 
-        def embed(flat: np.ndarray, n: int) -> np.ndarray:
-            done = [self.counts(flat[j:j + self.batch_chunks])
-                    for j in range(0, n, self.batch_chunks)]
+        def embed(flat: np.ndarray, n: int, size: int) -> np.ndarray:
+            done = [self.counts(flat[j:j + size]) for j in range(0, n, size)]
             return np.concatenate([rows] + done) if len(rows) else np.concatenate(done)
 
         for key, chunks in items:
             waiting.append((key, len(chunks)))
             parts.append(chunks)
             n_parts += len(chunks)
-            if n_parts >= self.batch_chunks:
+            if n_parts >= size:
                 flat = parts[0] if len(parts) == 1 else np.concatenate(parts)
-                n = n_parts // self.batch_chunks * self.batch_chunks
-                rows = embed(flat, n)
+                n = n_parts // size * size
+                rows = embed(flat, n, size)
                 parts, n_parts = ([flat[n:]] if n < n_parts else []), n_parts - n
+                size = min(2 * size, self.batch_chunks)
             while waiting and waiting[0][1] <= len(rows):
                 key, n = waiting.popleft()
                 yield key, rows[:n].copy()
                 rows = rows[n:]
         if n_parts:
-            rows = embed(parts[0] if len(parts) == 1 else np.concatenate(parts), n_parts)
+            rows = embed(parts[0] if len(parts) == 1 else np.concatenate(parts), n_parts, size)
         for key, n in waiting:
             yield key, rows[:n].copy()
             rows = rows[n:]
@@ -147,6 +152,6 @@ class ShardEmbedder:
 
         items = [ClipFeatures(fname=clip.fname, split=clip.split,
                               labels=multi_hot(clip.labels, self.vocabulary),
-                              chunks=counts, clip=clip_vector(counts))
+                              chunks=counts, clip=clip_vector(counts), sparse=True)
                  for clip, counts in self.embedder().pooled(readable())]
         return items, skipped

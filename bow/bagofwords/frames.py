@@ -86,17 +86,19 @@ class FrameWords:
     def _standardise(self, x: np.ndarray) -> np.ndarray:
         return ((x - self.mean_) / self.std_).astype(np.float32)
 
-    def words(self, logmel: torch.Tensor, k: int, weights) -> tuple[np.ndarray, np.ndarray]:
+    def words(self, logmel: torch.Tensor, k: int, distances: bool, weights
+              ) -> tuple[np.ndarray, np.ndarray]:
         """(n, 96, 100) log-mel -> (n * 100, S k) int64 column ids of each frame's k nearest
         words per stream (stream i's shifted by i D) and their (n * 100, S k) float32 weights,
-        ``weights(codebook, dist)`` (bow.bagofwords.model)."""
+        ``weights(codebook, ids, dist)`` (bow.bagofwords.model; ``dist`` None unless
+        ``distances``)."""
         z = self._standardise(descriptors(logmel))
         ids, ws = [], []
         for i, (s, cols) in enumerate(STREAMS.items()):
             book = self.codebooks[s]
-            stream_ids, dist = book.nearest(z[:, cols], k)
+            stream_ids, dist = book.nearest(z[:, cols], k, distances)
             ids.append(stream_ids + i * self.n_codes)
-            ws.append(weights(book, dist))
+            ws.append(weights(book, stream_ids, dist))
         return np.concatenate(ids, axis=1), np.concatenate(ws, axis=1)
 
     # ----------------------------------------------------------------- files
@@ -160,7 +162,6 @@ def frame_histograms(ids: np.ndarray, weights: np.ndarray, frames: np.ndarray,
     float64 histograms, each window's frames added in order (so a window equal to a chunk
     gets the chunk's bits)."""
     n = frames.shape[0]
-    out = np.zeros(n * n_codes, np.float64)
     flat = (np.arange(n)[:, None, None] * n_codes + ids[frames]).ravel()
-    np.add.at(out, flat, np.broadcast_to(weights[frames], ids[frames].shape).ravel())
-    return out.reshape(n, n_codes)
+    weights = np.broadcast_to(weights[frames], ids[frames].shape).ravel()
+    return np.bincount(flat, weights, n * n_codes).reshape(n, n_codes)   # in input order

@@ -81,6 +81,22 @@ def test_assignment_is_a_function_of_each_code_alone():
     book.centroids_ = c
     assert list(book.assign(c[[3, 5]])) == [3, 3]
     assert list(book.nearest(c[[5]], 2)[0][0]) == [3, 5]
+    assert list(book.nearest(c[[5]], 2, distances=False)[0][0]) == [3, 5]
+
+
+def test_order_without_distances_is_the_same(codes):
+    """``distances=False`` (rank and uniform weights) orders the K nearest from the float32
+    screen where their ranges are apart, exactly elsewhere: the same ids, near ties included."""
+    x, c = near_ties()
+    book = Codebook(CodebookConfig(n_codes=16))
+    book.centroids_ = c
+    for k in (1, 2, 3, 16):
+        ids, none = book.nearest(x, k, distances=False)
+        assert none is None
+        np.testing.assert_array_equal(ids, book.nearest(x, k)[0])
+    book = Codebook(CodebookConfig(n_codes=64, seed=1, nredo=1)).fit(codes)
+    np.testing.assert_array_equal(book.nearest(codes, 5, distances=False)[0],
+                                  book.nearest(codes, 5)[0])
 
 
 @pytest.mark.slow

@@ -80,8 +80,9 @@ def test_file_round_trip_and_damage(frames, logmel, tmp_path):
     path = tmp_path / "frames.npz"
     frames.save(path)
     again = FrameWords.load(path)
-    ones = lambda book, dist: np.ones(dist.shape, np.float32)   # noqa: E731
-    for a, b in zip(frames.words(logmel[:5], 3, ones), again.words(logmel[:5], 3, ones)):
+    ones = lambda book, ids, dist: np.ones(ids.shape, np.float32)   # noqa: E731
+    for a, b in zip(frames.words(logmel[:5], 3, False, ones),
+                    again.words(logmel[:5], 3, False, ones)):
         assert np.array_equal(a, b)
     arrays = dict(np.load(path))
     arrays["static"] = arrays["static"][:, :10]
