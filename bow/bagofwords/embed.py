@@ -5,17 +5,17 @@ Per clip: 1 s chunks (``bow.audio.load.chunk``, default tail rule) -> log-mel
 and the clip vector, their mean (``bow.bagofwords.model.clip_vector``): the store's chunk and
 clip vectors (pipelines.embed) and the HEAR scene embedding (bow.hear.bow) alike.
 
-Batching (``BagOfWordsEmbedder.pooled``): the chunks of consecutive clips are pooled into
-batches of exactly ``batch_chunks`` (the last may be smaller), so short clips fill whole batches
-and memory holds at most one batch, one clip and the clips read ahead, whatever the clips'
-lengths. The first batches of a call are smaller (``FIRST_BATCH`` chunks, doubling up to
-``batch_chunks``) so that computing starts while the reader thread decodes the next clips
-instead of after a whole batch is decoded (measured: 0.12 s of a 1.4 s run of 100 ESC-10 clips
-on one thread was that wait, once per shard). The counts of a clip do not depend on its neighbours (chunks are independent), except
-that a matmul's batch composition can move a code in its last float bit, so one scheme for
-every path keeps the store and HEAR outputs identical. On the CPU the log-mel of a batch is
-computed ``LOGMEL_BATCH`` chunks at a time: the same bytes, 2x faster than 256 at once on one
-thread (the STFT's frames stay in cache) and ~500 MB less memory.
+Batching (``BagOfWordsEmbedder.pooled``): the chunks of consecutive clips are pooled into batches of
+exactly ``batch_chunks`` (the last may be smaller), so short clips fill whole batches and memory
+holds at most one batch, one clip and the clips read ahead, whatever the clips' lengths. The first
+batches of a call are smaller (``FIRST_BATCH`` chunks, doubling up to ``batch_chunks``) so that
+computing starts while the reader thread decodes the next clips instead of after a whole batch is
+decoded (measured: 0.12 s of a 1.4 s run of 100 ESC-10 clips on one thread was that wait, once per
+shard). The counts of a clip do not depend on its neighbours (chunks are independent), except that a
+matmul's batch composition can move a code in its last float bit, so one scheme for every path keeps
+the store and HEAR outputs identical. On the CPU the log-mel of a batch is computed ``LOGMEL_BATCH``
+chunks at a time: the same bytes, 2x faster than 256 at once on one thread (the STFT's frames stay
+in cache) and ~500 MB less memory.
 
 ``ShardEmbedder`` is the unit of work of bow.io.sharded for the bag-of-words store: a list of
 clips -> ClipFeatures and skipped clips; picklable (each process loads the encoders and

@@ -22,19 +22,19 @@ Format versions: 1, bag-of-words chunk vectors always uint16; 2 (now), float32 w
 assignment and level histograms after the code histograms (the store's config says which). Both
 read; a newer version is refused with a message.
 
-Datasets are compressed with byte shuffling and deflate level 1 (``COMPRESSION``) and chunked
-in blocks of about 256 KiB, except float vectors of sparse counts (``ClipFeatures.sparse``: the
-soft-assigned bag of words), deflated without shuffling: on 501 ESC-10 chunk rows of the
-default bag of words (3,088 columns, 10 % nonzero) shuffling made them 2x larger (1,028 KiB
-against 501) and 2x slower to write (38 ms against 21), while on dense embeddings it makes
-them 2-4x smaller (KW-MLP timestamp embeddings: 255 KiB against 1,056). Shards record the
-choice in their datasets and ``merge`` keeps it. Deflate gives the same bytes for the same data (with a given zlib;
-h5py's wheels bundle theirs). Stores written before issue 17 used lzf and still read; lzf was
-dropped because h5py's lzf filter leaves its hash table uninitialised, so the same chunk could
-compress to other bytes (2 of ~9 fault-test runs gave a store with equal data, other bytes). On
-200,600 x 256 uint16 counts, shuffle + deflate 1 wrote 11.3 MB in 1.0 s and read it in 0.4 s;
-lzf 18.9 MB in 0.6 s, read in 0.5 s. A shard has the same layout without /vocabulary; ``merge``
-concatenates shards in order into the final file.
+Datasets are compressed with byte shuffling and deflate level 1 (``COMPRESSION``) and chunked in
+blocks of about 256 KiB, except float vectors of sparse counts (``ClipFeatures.sparse``: the
+soft-assigned bag of words), deflated without shuffling: on 501 ESC-10 chunk rows of the default bag
+of words (3,088 columns, 10 % nonzero) shuffling made them 2x larger (1,028 KiB against 501) and 2x
+slower to write (38 ms against 21), while on dense embeddings it makes them 2-4x smaller (KW-MLP
+timestamp embeddings: 255 KiB against 1,056). Shards record the choice in their datasets and
+``merge`` keeps it. Deflate gives the same bytes for the same data (with a given zlib; h5py's wheels
+bundle theirs). Stores written before issue 17 used lzf and still read; lzf was dropped because
+h5py's lzf filter leaves its hash table uninitialised, so the same chunk could compress to other
+bytes (2 of ~9 fault-test runs gave a store with equal data, other bytes). On 200,600 x 256 uint16
+counts, shuffle + deflate 1 wrote 11.3 MB in 1.0 s and read it in 0.4 s; lzf 18.9 MB in 0.6 s, read
+in 0.5 s. A shard has the same layout without /vocabulary; ``merge`` concatenates shards in order
+into the final file.
 Every file is written under a temporary name and renamed when complete (``bow.io.stage``), so a
 killed writer never leaves a part of a store under its final name. Datasets are created
 without HDF5's creation/modification times (``track_times=False``) and always in the same
