@@ -162,6 +162,8 @@ def run_size(n: int, args) -> None:
         shutil.rmtree(art, ignore_errors=True)
     log = args.work / f"log-{n}.txt"
     for stage in stages:
+        if stage == "evaluate":          # a finished report with the same inputs is skipped
+            shutil.rmtree(art / "reports", ignore_errors=True)
         wall, peak = measure(stage_command(stage, data, art, args), log)
         row = {"clips": n, "audio_s": round(seconds, 1), "stage": stage, "seconds": round(wall, 2),
                "corpus": data.name,

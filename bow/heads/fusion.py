@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from bow.heads.metrics import clip_probabilities_in_blocks, mean_average_precision
-from bow.heads.model import BLOCK, Head, HeadConfig
+from bow.heads.model import Head, HeadConfig
 from bow.io.featureset import FeatureSet
 from bow.io.stage import ArtifactError, read_json, write_json
 
@@ -105,8 +105,9 @@ class FusedHead:
     def predict_chunks(self, chunks) -> np.ndarray:
         """(M, D) raw joined chunk vectors -> (M, C) float32 fused probabilities."""
         out = np.zeros((len(chunks), len(self.vocabulary_)), np.float32)
-        for i in range(0, len(chunks), BLOCK):
-            x = np.asarray(chunks[i:i + BLOCK])
+        step = self.heads_[0].rows(chunks.shape[1])
+        for i in range(0, len(chunks), step):
+            x = np.asarray(chunks[i:i + step])
             for w, head, (a, b) in zip(self.weights_, self.heads_, self.columns_):
                 if w > 0:
                     out[i:i + len(x)] += np.float32(w) * head.predict_chunks(x[:, a:b])
@@ -116,7 +117,8 @@ class FusedHead:
         """(N, C) float32 clip probabilities: the mean of each clip's fused chunk probabilities
         (read in blocks of whole clips)."""
         return clip_probabilities_in_blocks(self.predict_chunks, features.chunks,
-                                            features.offsets, len(self.vocabulary_), BLOCK)
+                                            features.offsets, len(self.vocabulary_),
+                                            self.heads_[0].rows(features.dim))
 
     def summary(self) -> dict:
         """Training summary: best_epoch and epochs (the longest block's), best_val_map (fused),

@@ -18,8 +18,9 @@ windows of blocks:
 * Read-ahead: a thread reads the next window while the current one trains (a queue of one
   window: at most two raw windows and one normalised window in memory, about 3/4 of the
   budget).
-* Outside training batches the budget does not apply: the normalisation statistics (one pass),
-  validation and scoring read blocks of up to ``bow.heads.model.BLOCK`` rows (65,536).
+* Outside training batches: the normalisation statistics (one pass),
+  validation and scoring read blocks of ``bow.heads.model.scoring_rows`` (at most 65,536 rows,
+  fewer when their working copies would pass a quarter of the budget).
 """
 from __future__ import annotations
 

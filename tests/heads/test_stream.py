@@ -114,3 +114,25 @@ def test_streamed_batches_are_whole_across_windows(stores):
         for xi, yi in zip(x.numpy()[:3], y.numpy()[:3]):
             match = np.flatnonzero((whole == xi).all(axis=1))
             assert any((labels[m] == yi).all() for m in match)
+
+
+def test_blocks_outside_training_follow_the_budget(stores):
+    """Statistics, validation and scoring read blocks that fit a quarter of the budget (at 256
+    MiB and 1,088 columns: 2,570 rows, not 65,536), and the statistics do not depend on it."""
+    from bow.heads.model import BLOCK, STAT_ROWS, Normaliser, scoring_rows
+    assert scoring_rows(1088, 256 << 20) == (256 << 20) // (96 * 1088) == 2570
+    assert scoring_rows(8, 1 << 40) == BLOCK and scoring_rows(1088, 1) == STAT_ROWS
+    rng = np.random.default_rng(0)
+    x = rng.poisson(2.0, (3000, 16)).astype(np.float32)
+    ref = Normaliser().fit(x, np.ones(16, bool), 3000)
+    for rows in (256, 700, 1024):
+        got = Normaliser().fit(x, np.ones(16, bool), rows)
+        assert np.array_equal(got.mean_, ref.mean_) and np.array_equal(got.scale_, ref.scale_)
+    data = load_features(stores[:1])
+    train, val = data.select(["train"]), data.select(["val"])
+    head = Head(HeadConfig(**FAST)).fit(train, val)
+    small = dataclasses.replace(head.config, memory_budget_mb=_mb(96 * 300 * data.dim))
+    assert Head(small).rows(data.dim) == 300
+    probs = head.predict_clips(data)
+    head.config = small
+    np.testing.assert_allclose(head.predict_clips(data), probs, rtol=0, atol=1e-6)

@@ -41,3 +41,13 @@ def test_exponents_and_targets(tmp_path, capsys):
     assert "evaluate                  1.50" in out and "FAIL" in out
     assert "train_autoencoders" in out and "not measured" in out
     assert (tmp_path / "scale.png").stat().st_size > 0
+
+
+def test_evaluate_runs_streaming_for_a_fixed_number_of_epochs(tmp_path):
+    from argparse import Namespace
+    args = Namespace(sample_chunks=8192, jobs=2, memory_budget_mb=256.0, epochs=10)
+    cmd = scale.stage_command("evaluate", tmp_path / "data", tmp_path / "art", args)
+    assert cmd[cmd.index("--memory-budget-mb") + 1] == "256.0"
+    assert cmd[cmd.index("--max-epochs") + 1] == cmd[cmd.index("--patience") + 1] == "10"
+    args.epochs = 0                                    # evaluate's own defaults
+    assert "--max-epochs" not in scale.stage_command("evaluate", tmp_path, tmp_path, args)
