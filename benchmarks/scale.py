@@ -1,7 +1,7 @@
 """The cost curve: wall time and peak memory of each stage against the number of clips.
 
     python -m benchmarks.scale --clips 1000,10000,100000 [--jobs 2] [--sample-chunks 8192]
-                               [--memory-budget-mb 256] [--epochs 10] [--stages evaluate]
+                               [--memory-budget-mb 64] [--epochs 10] [--stages evaluate]
                                [--work artifacts/scale] [--plot artifacts/scale/scale.png]
 
 For each size N, the built-in generator (bow.data.synth, FSD50K layout: 0.8 N dev clips, 20 % of
@@ -13,7 +13,7 @@ after another, each in a fresh process on fresh artifacts, with their defaults e
 ``train_autoencoders`` and ``fit_codebooks`` ``--sample-chunks`` (below the chunk count of the
 larger corpora, so the sample, not the corpus, sets their memory; the default 320,000 would
 cover every corpus here), ``embed --jobs``, and ``evaluate --feature-sets bow`` (the heads:
-train on train, score eval) with ``--memory-budget-mb`` (256: the heads stream from the store
+train on train, score eval) with ``--memory-budget-mb`` (64: the heads stream from the store
 once its training chunks pass half of it, bow.heads.stream; the default, half the free RAM,
 would hold every corpus here in memory) and exactly ``--epochs`` epochs (``--max-epochs`` and
 ``--patience`` both set to it: with early stopping the time would measure when validation
@@ -272,7 +272,7 @@ def main(argv=None) -> None:
     p.add_argument("--jobs", type=int, default=2, help="embed worker processes")
     p.add_argument("--sample-chunks", type=int, default=8192,
                    help="the fitting stages' sample (below the chunk count of the larger corpora)")
-    p.add_argument("--memory-budget-mb", type=float, default=256,
+    p.add_argument("--memory-budget-mb", type=float, default=64,
                    help="evaluate's head memory budget (streaming above half of it)")
     p.add_argument("--epochs", type=int, default=10,
                    help="evaluate's epochs, exactly (0: its defaults, with early stopping)")

@@ -215,12 +215,17 @@ class Head:
         return scoring_rows(dim, memory_budget(self.config.memory_budget_mb,
                                                resolve_device(self.device)))
 
-    def _inputs(self, chunks: np.ndarray) -> torch.Tensor:
-        """(M, D) raw chunk vectors -> normalised float32 tensor on the head's device."""
+    def _inputs(self, chunks: np.ndarray, order: np.ndarray | None = None) -> torch.Tensor:
+        """(M, D) raw chunk vectors (rows ``order`` of them, in that order) -> normalised
+        float32 tensor on the head's device, written block by block into one tensor."""
         dev, step = resolve_device(self.device), self.rows(chunks.shape[1])
-        parts = [self.normaliser_.transform(torch.from_numpy(np.asarray(chunks[i:i + step]))
-                                            .to(dev)) for i in range(0, len(chunks), step)]
-        return torch.cat(parts) if parts else torch.zeros(0, chunks.shape[1], device=dev)
+        n = len(chunks) if order is None else len(order)
+        out = torch.empty((n, chunks.shape[1]), dtype=torch.float32, device=dev)
+        for i in range(0, n, step):
+            rows = slice(i, i + step) if order is None else order[i:i + step]
+            out[i:i + step] = self.normaliser_.transform(
+                torch.from_numpy(np.asarray(chunks[rows])).to(dev))
+        return out
 
     def fit(self, train: FeatureSet, val: FeatureSet, progress: bool = False) -> "Head":
         """Train on ``train``'s chunks, early-stopping on ``val``'s clip mAP; in memory when the

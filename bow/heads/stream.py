@@ -17,7 +17,9 @@ windows of blocks:
   ``torch.randperm`` over all rows): same seed, same weights (tests/heads/test_stream.py).
 * Read-ahead: a thread reads the next window while the current one trains (a queue of one
   window: at most two raw windows and one normalised window in memory, about 3/4 of the
-  budget).
+  budget). A window is read into one array and normalised, in its shuffled order, into one
+  tensor, and the rows left over by a window are joined to the next one's first batch only
+  (before, four transient copies of each window took the peak to 2x the budget, measured).
 * Outside training batches: the normalisation statistics (one pass),
   validation and scoring read blocks of ``bow.heads.model.scoring_rows`` (at most 65,536 rows,
   fewer when their working copies would pass a quarter of the budget).
@@ -79,11 +81,19 @@ def epoch_windows(n_rows: int, rows_per_block: int, window: int) -> list[np.ndar
 
 
 def _read_blocks(chunks, rows: np.ndarray, rows_per_block: int) -> np.ndarray:
-    """(len(rows), D) raw rows of a window: each block (a run of rows) read as a slice."""
+    """(len(rows), D) raw rows of a window: each block (a run of rows) read as a slice into one
+    array."""
     breaks = np.flatnonzero(np.diff(rows) != 1) + 1
     runs = [r for run in np.split(rows, breaks)
             for r in np.split(run, np.arange(rows_per_block, len(run), rows_per_block))]
-    return np.concatenate([np.asarray(chunks[r[0]:r[-1] + 1]) for r in runs])
+    out, at = None, 0
+    for r in runs:
+        block = np.asarray(chunks[r[0]:r[-1] + 1])
+        if out is None:
+            out = np.empty((len(rows),) + block.shape[1:], block.dtype)
+        out[at:at + len(r)] = block
+        at += len(r)
+    return out
 
 
 def read_ahead(chunks, windows: list[np.ndarray], rows_per_block: int):
@@ -97,7 +107,7 @@ def read_ahead(chunks, windows: list[np.ndarray], rows_per_block: int):
             for rows in windows:
                 if stop.is_set():
                     return
-                out.put((rows, _read_blocks(chunks, rows, rows_per_block)))
+                out.put([(rows, _read_blocks(chunks, rows, rows_per_block))])   # a box
         except BaseException as e:  # handed to the consumer, which raises it
             out.put(e)
             return
@@ -109,7 +119,7 @@ def read_ahead(chunks, windows: list[np.ndarray], rows_per_block: int):
         while (item := out.get()) is not None:
             if isinstance(item, BaseException):
                 raise item
-            yield item
+            yield item.pop()    # emptied: this frame keeps no reference to the window
     finally:
         stop.set()
         while thread.is_alive():   # unblock a pending put, then let the thread end
@@ -137,14 +147,21 @@ def streamed_batches(train, rows_per_block: int, window: int, batch_size: int, i
     windows = epoch_windows(int(train.offsets[-1]), rows_per_block, window)
     x_left = y_left = None
     for rows, raw in read_ahead(train.chunks, windows, rows_per_block):
-        order = torch.randperm(len(rows)).to(device)
-        x = inputs(raw)[order]
-        y = torch.from_numpy(train.labels[row_clip[rows]].astype(np.float32)).to(device)[order]
-        if x_left is not None:
-            x, y = torch.cat([x_left, x]), torch.cat([y_left, y])
-        whole = len(x) // batch_size * batch_size
-        for i in range(0, whole, batch_size):
+        order = torch.randperm(len(rows)).numpy()
+        x = inputs(raw, order)                      # normalised, in ``order``: one tensor
+        del raw
+        y = torch.from_numpy(train.labels[row_clip[rows[order]]].astype(np.float32)).to(device)
+        start = 0
+        if x_left is not None:                      # the previous window's rows come first
+            start = min(batch_size - len(x_left), len(x))
+            x_left, y_left = torch.cat([x_left, x[:start]]), torch.cat([y_left, y[:start]])
+            if len(x_left) < batch_size:
+                continue
+            yield x_left, y_left
+        whole = start + (len(x) - start) // batch_size * batch_size
+        for i in range(start, whole, batch_size):
             yield x[i:i + batch_size], y[i:i + batch_size]
-        x_left, y_left = x[whole:], y[whole:]
+        x_left, y_left = x[whole:].clone(), y[whole:].clone()   # not views holding x alive
+        del x, y
     if x_left is not None and len(x_left):
         yield x_left, y_left

@@ -103,8 +103,8 @@ def test_streamed_batches_are_whole_across_windows(stores):
     train = load_features(stores[:1]).select(["train"])
     n = int(train.offsets[-1])
     torch.manual_seed(0)
-    batches = list(streamed_batches(train, 5, 2, 32, lambda raw: torch.from_numpy(
-        raw.astype(np.float32)), torch.device("cpu")))
+    batches = list(streamed_batches(train, 5, 2, 32, lambda raw, order: torch.from_numpy(
+        raw[order].astype(np.float32)), torch.device("cpu")))
     assert [len(x) for x, _ in batches] == [32] * (n // 32) + ([n % 32] if n % 32 else [])
     rows = torch.cat([x for x, _ in batches]).numpy()
     whole = np.asarray(train.chunks).astype(np.float32)
