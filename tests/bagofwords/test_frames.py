@@ -111,3 +111,19 @@ def test_bundle_keeps_the_frame_words(logmel, frames, tmp_path):
     np.savez(tmp_path / "missing.npz", **arrays)
     with pytest.raises(bundle.BundleError, match="missing.*frames.delta"):
         bundle.read(tmp_path / "missing.npz")
+
+
+def test_fitting_on_many_frames_keeps_a_sample_of_what_kmeans_takes(logmel, monkeypatch):
+    """Above D x max_points_per_centroid frames only a seeded sample of that many is kept (and
+    given to k-means); mean and std still come from every frame, in blocks of chunks."""
+    import bow.bagofwords.frames as frames_module
+    from bow.bagofwords.frames import descriptors
+    config = CodebookConfig(n_codes=DF, niter=5, nredo=1, seed=3, max_points_per_centroid=39)
+    monkeypatch.setattr(frames_module, "BATCH", 7)           # several blocks of chunks
+    seen = []
+    monkeypatch.setattr(Codebook, "fit", lambda self, x: (seen.append(len(x)), self)[1])
+    fw = FrameWords(config, gpu=False).fit(logmel)
+    assert len(logmel) * 100 > DF * 39 and seen == [DF * 39] * len(STREAMS)
+    every = descriptors(logmel).astype(np.float64)
+    np.testing.assert_allclose(fw.mean_, every.mean(0), rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(fw.std_, every.std(0), rtol=1e-4, atol=1e-4)
