@@ -47,7 +47,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bow.bagofwords.nearest import nearest
+from bow.bagofwords.nearest import Centroids, nearest
 from bow.config import ConfigError, choose, narrow, option
 from bow.io.stage import atomic_path, write_json
 
@@ -191,7 +191,10 @@ class Codebook:
             raise CodebookError(f"k = {k} nearest codes asked of a codebook of {self.n_codes}")
         if not np.isfinite(x).all():
             raise CodebookError(f"{int((~np.isfinite(x)).sum())} non-finite values in the codes")
-        return nearest(x, self.centroids_, k, distances)
+        if getattr(self, "_prepared", None) is None or self._prepared.source is not \
+                self.centroids_:                   # computed once per centroid array
+            self._prepared = Centroids(self.centroids_)
+        return nearest(x, self._prepared, k, distances)
 
     def assign(self, codes, return_distances: bool = False):
         """(n, d) codes -> (n,) int64 id of the nearest centroid (and squared distances)."""
