@@ -28,6 +28,7 @@ from __future__ import annotations
 import numpy as np
 
 ROWS = 2048              # codes per distance block (memory: ROWS x D x 4 bytes)
+SMALL = 512              # (code, centroid) pairs below which distances are summed at once
 _UNIT = 2.0 ** -53       # float64 unit roundoff
 _UNIT32 = 2.0 ** -24     # float32 unit roundoff
 _SCALE = 2.0 ** 149      # float32 values times this are integers (2^-149: the smallest subnormal)
@@ -59,7 +60,13 @@ def _smallest(dis: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarr
 
 def _squared_distances(x: np.ndarray, c: np.ndarray, ids: np.ndarray) -> np.ndarray:
     """(n, d) float32 codes, (D, d) float64 centroids, (n, k) ids -> (n, k) float64
-    sum_j (x_j - c_j)^2, summed in the order j = 0 .. d - 1 (a function of the pair alone)."""
+    sum_j (x_j - c_j)^2, summed in the order j = 0 .. d - 1 (a function of the pair alone):
+    one coordinate at a time over all pairs, or for a few pairs (a HEAR call's 50 spectral
+    envelopes: 0.07 ms instead of 0.4) by ``np.add.accumulate``, the same sequential sums."""
+    if ids.size < SMALL:
+        diff = x[:, None, :].astype(np.float64) - c[ids]
+        diff *= diff
+        return np.add.accumulate(diff, axis=2)[..., -1]
     out = np.zeros(ids.shape, np.float64)
     for j in range(x.shape[1]):
         diff = x[:, j, None].astype(np.float64) - c[ids, j]
