@@ -82,7 +82,7 @@ class FrameWords:
         ~300,000 training chunks)."""
         n_frames = logmel.shape[0] * FRAMES
         cap = self.n_codes * self.config.max_points_per_centroid
-        if n_frames <= cap:
+        if n_frames <= cap:       # as before the sample existed: the same codebooks, bit for bit
             x = descriptors(logmel).astype(np.float64)
             self.mean_ = x.mean(0).astype(np.float32)
             std = x.std(0)

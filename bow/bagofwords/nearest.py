@@ -66,8 +66,9 @@ def _smallest(dis: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarr
 def _squared_distances(x: np.ndarray, c: np.ndarray, ids: np.ndarray) -> np.ndarray:
     """(n, d) float32 codes, (D, d) float64 centroids, (n, k) ids -> (n, k) float64
     sum_j (x_j - c_j)^2, summed in the order j = 0 .. d - 1 (a function of the pair alone):
-    one coordinate at a time over all pairs, or for a few pairs (a HEAR call's 50 spectral
-    envelopes: 0.07 ms instead of 0.4) by ``np.add.accumulate``, the same sequential sums."""
+    one coordinate at a time over all pairs, or for a few pairs by ``np.add.accumulate``, the
+    same sequential sums (measured: 60 codes of 80 dimensions, K = 3, 0.07 ms instead of 0.43;
+    from ~1,500 pairs on the loop is faster)."""
     if ids.size < SMALL:
         diff = x[:, None, :].astype(np.float64) - c[ids]
         diff *= diff
@@ -124,7 +125,7 @@ def _screen64(x: np.ndarray, c: np.ndarray, c_sq: np.ndarray, k: int):
 class Centroids:
     """(D, d) float32 centroids with what every search needs from them alone (float64 copy,
     squared norms, [-2 C^T; |c|^2], bounds), computed once: a codebook keeps one (a HEAR call on
-    a 5 s clip searches six codebooks, and computing these took ~0.1 ms each time)."""
+    a 5 s clip searches six codebooks; measured once, 12.1 -> 10.3 ms a call with it)."""
 
     def __init__(self, centroids: np.ndarray):
         self.source = centroids

@@ -68,6 +68,7 @@ FUSIONS = ("late", "concat")
 OUTPUT_BIASES = ("prior", "zero")
 BLOCK = 65536  # rows moved / normalised / predicted at a time, at most (``scoring_rows``)
 STAT_ROWS = 256  # rows per float64 sum of the normalisation statistics (Normaliser.fit)
+SCORING_BUDGET = 1 << 30  # bytes ``scoring_rows`` divides without --memory-budget-mb
 
 
 def scoring_rows(dim: int, budget: int) -> int:
@@ -211,9 +212,12 @@ class Head:
         self.device = device
 
     def rows(self, dim: int) -> int:
-        """``scoring_rows`` for ``dim`` columns under this head's memory budget."""
-        return scoring_rows(dim, memory_budget(self.config.memory_budget_mb,
-                                               resolve_device(self.device)))
+        """``scoring_rows`` for ``dim`` columns under ``--memory-budget-mb``, or under
+        ``SCORING_BUDGET`` without one: a fixed number, not one from the free memory of the
+        moment, so the blocks (and a matmul's rounding, which can depend on its row count) are
+        the same in every run."""
+        mb = self.config.memory_budget_mb
+        return scoring_rows(dim, int(mb * 2 ** 20) if mb > 0 else SCORING_BUDGET)
 
     def _inputs(self, chunks: np.ndarray, order: np.ndarray | None = None) -> torch.Tensor:
         """(M, D) raw chunk vectors (rows ``order`` of them, in that order) -> normalised
@@ -242,13 +246,13 @@ class Head:
         self.streamed_ = 2 * float32_bytes(train.chunks) > budget
         if self.streamed_:
             self.normaliser_ = Normaliser(cfg.normalisation).fit(
-                train.chunks, train.count_columns, scoring_rows(train.dim, budget))
+                train.chunks, train.count_columns, self.rows(train.dim))
             rows_per_block = block_rows(train.chunks, budget, cfg.shuffle_window)
             val_chunks = val.chunks
         else:
             raw = np.asarray(train.chunks)
             self.normaliser_ = Normaliser(cfg.normalisation).fit(
-                raw, train.count_columns, scoring_rows(train.dim, budget))
+                raw, train.count_columns, self.rows(train.dim))
             x = self._inputs(raw)
             del raw
             y = torch.from_numpy(train.chunk_labels().astype(np.float32)).to(dev)

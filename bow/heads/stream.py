@@ -22,7 +22,8 @@ windows of blocks:
   (before, four transient copies of each window took the peak to 2x the budget, measured).
 * Outside training batches: the normalisation statistics (one pass),
   validation and scoring read blocks of ``bow.heads.model.scoring_rows`` (at most 65,536 rows,
-  fewer when their working copies would pass a quarter of the budget).
+  fewer when their working copies would pass a quarter of ``--memory-budget-mb``, or of 1 GiB
+  without one: a fixed size, so the same blocks in every run).
 """
 from __future__ import annotations
 

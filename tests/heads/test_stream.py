@@ -133,6 +133,7 @@ def test_blocks_outside_training_follow_the_budget(stores):
     head = Head(HeadConfig(**FAST)).fit(train, val)
     small = dataclasses.replace(head.config, memory_budget_mb=_mb(96 * 300 * data.dim))
     assert Head(small).rows(data.dim) == 300
+    assert Head(HeadConfig()).rows(1088) == (1 << 30) // (96 * 1088)   # fixed, not free memory
     probs = head.predict_clips(data)
     head.config = small
     np.testing.assert_allclose(head.predict_clips(data), probs, rtol=0, atol=1e-6)
