@@ -29,7 +29,8 @@ line without the ``opensmile`` extra), ``default`` (the library's
 defaults), ``paper`` (trained autoencoders of raw tokens, hard assignment: Verma's), and any
 ``key=value,...`` spec over ``default``: encoder (trained, random, pca), tokens (raw, shape),
 assignment (hard, soft), k (neighbours), weighting, d (codebook size), levels (level bins),
-frames (frame words: their codebook size, 0 for none),
+frames (frame words: their codebook size, 0 for none), stats (statistics words per chunk
+statistic, 0 for none; with frame words only),
 hidden, steps (training steps), denoise, families (e.g. patch+band_envelope), precision (the
 encoders' arithmetic when embedding, as the embed stage's --precision: fp32 or bf16; the
 codebooks are fitted on fp32 codes, as fit_codebooks does).
@@ -80,6 +81,7 @@ def parse_arm(name: str) -> dict:
            "assignment": d.assignment,
            "k": d.neighbours, "weighting": d.weighting, "d": CodebookConfig().n_codes,
            "levels": 16, "frames": FitCodebooksConfig().frame_codes,
+           "stats": FitCodebooksConfig().frame_stats,
            "hidden": AutoencoderConfig().hidden, "steps": 600, "denoise": 0.0,
            "families": "+".join(FAMILIES), "precision": "fp32"}
     for item in filter(None, (spec or "").split(",")):
@@ -182,7 +184,7 @@ def embed(data: Data, arm: dict, encoders: dict, seed: int) -> tuple[np.ndarray,
     levels = {f: LevelBins(f, arm["levels"]).fit(lm) for f in FAMILIES} \
         if arm["tokens"] == "shape" and arm["levels"] else None
     frames = FrameWords(CodebookConfig(n_codes=arm["frames"], seed=seed, **FRAME_KMEANS),
-                        gpu=False).fit(lm) \
+                        gpu=False, stat_bins=arm["stats"]).fit(lm) \
         if arm["frames"] else None
     bag = BagOfWords(encoders, books, levels, AssignmentConfig(
         assignment=arm["assignment"], neighbours=arm["k"], weighting=arm["weighting"]), frames)

@@ -98,11 +98,14 @@ def run(data: Path, artifacts: Path, config: EmbedConfig = EmbedConfig(),
         resolved = {"embed": config, "n_codes": bag.n_codes, "level_bins": bag.n_levels,
                     "frame_codes": bag.frames.n_codes if bag.frames else 0,
                     "frame_streams": list(STREAMS) if bag.frames else [],
+                    "frame_stat_bins": bag.frames.stat_bins if bag.frames else 0,
                     "families": list(FAMILIES),
                     "chunk_vectors": f"{'uint16' if config.assignment == 'hard' else 'float32'} "
                                      "counts: 4 histograms of n_codes in family order, then 4 "
                                      "of level_bins, then one of frame_codes per frame "
-                                     "stream",
+                                     "stream, then frame_stat_bins per chunk statistic "
+                                     "(mean, std of the 94 frame descriptors, modulation "
+                                     "shares of the 24 band energies)",
                     "clip_vector": "mean of the chunk vectors",
                     "train_autoencoders": read_json(ae_dir / "config.json", "stage config"),
                     "fit_codebooks": read_json(cb_dir / "config.json", "stage config")}

@@ -8,7 +8,8 @@ sample as train_autoencoders' with the same seed) with the stage-1 autoencoders
 (``autoencoders/`` or ``autoencoders-random/``, picked by ``--encoder``) and fits
 ``bow.bagofwords.codebook.Codebook`` (FAISS k-means, on the GPU when faiss sees one and ``--device``
 is auto or cuda) on each family's codes, and the frame words (bow.bagofwords.frames,
-``--frame-codes``, ``frames.npz``) on the chunks' frame descriptors. Writes
+``--frame-codes``, ``frames.npz``; with ``--frame-stats`` statistics words per chunk statistic)
+on the chunks' frame descriptors. Writes
 ``<artifacts>/codebooks/<family>.npz`` (centroids),
 ``<family>.json`` (parameters, per-iteration objective, cluster sizes, empty clusters,
 imbalance), ``summary.json``, ``config.json`` and ``fingerprint.json`` (``codebooks-random/``
@@ -57,6 +58,9 @@ class FitCodebooksConfig(CodebookConfig):
     frame_codes: int = option(1000, "frame words (bow.bagofwords.frames): words of the frame "
                               "descriptors' codebook, openXBOW's size (0: none, the paper's "
                               "four families only)")
+    frame_stats: int = option(8, "statistics words (bow.bagofwords.frames): words per chunk "
+                              "statistic (means, stds and modulation shares of the frame "
+                              "descriptors; 0: none; needs frame words)")
     max_clips: int | None = option(None, "fit on a seeded subset of at most this many training "
                                    "clips (none: all)")
     train_splits: tuple[str, ...] = option(("train",), "splits to fit on (FSD50K: train; "
@@ -69,6 +73,8 @@ class FitCodebooksConfig(CodebookConfig):
         check_sample_chunks(self.sample_chunks)
         if self.frame_codes < 0 or self.frame_codes == 1:
             raise ConfigError(f"frame_codes must be 0 (none) or >= 2, got {self.frame_codes}")
+        if self.frame_stats < 0 or self.frame_stats == 1:
+            raise ConfigError(f"frame_stats must be 0 (none) or >= 2, got {self.frame_stats}")
         if self.level_bins < 0 or self.level_bins == 1:
             raise ConfigError(f"level_bins must be 0 (none) or >= 2, got {self.level_bins}")
 
@@ -104,7 +110,8 @@ def run(data: Path, artifacts: Path, config: FitCodebooksConfig = FitCodebooksCo
         summary = {"clips": len(train) - len(skipped), "chunks": int(logmel.shape[0]),
                    "sample": sample, "skipped": skipped, "invalid": dataset.invalid}
         summary["families"] = fit_codebooks(ae_dir, logmel, config, out, dev, faiss_gpu(device),
-                                            config.level_bins, config.frame_codes)
+                                            config.level_bins, config.frame_codes,
+                                            config.frame_stats)
         write_json(out / "summary.json", summary)
         mark_done(out, fingerprint, config, inputs)
     return out

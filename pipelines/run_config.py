@@ -79,7 +79,8 @@ RUN_OWNED = {"train_autoencoders": {"encoder"}, "fit_codebooks": {"encoder"},
              "embed_audiomlp": {"checkpoint"}, "pretrain_audiomlp": {"train_splits"}}
 PRESETS = {
     "default": {},
-    "paper": {"train_autoencoders": {"tokens": "raw"}, "fit_codebooks": {"frame_codes": 0},
+    "paper": {"train_autoencoders": {"tokens": "raw"},
+              "fit_codebooks": {"frame_codes": 0, "frame_stats": 0},
               "embed": {"assignment": "hard"}},
     "quick": {"train_autoencoders": {"hidden": 512, "epochs": 2, "steps_per_epoch": 100,
                                      "patience": 2},

@@ -145,17 +145,24 @@ def counting(monkeypatch):
 def check_counts(store) -> None:
     """A bag-of-words store's chunk vectors: per family, D code counts summing to the family's
     token count (weights with soft assignment), then (shape tokens) L level counts doing the
-    same, then (frame words) one histogram of D_f per stream summing to the 100 frames."""
+    same, then (frame words) one histogram of D_f per stream summing to the 100 frames, then
+    (statistics words) S words per chunk statistic, summing to 1 each."""
+    from bow.bagofwords.frames import N_STATS
     from bow.bagofwords.tokens import COUNTS, FAMILIES
     config = store.attrs["config"]
     d, levels = config["n_codes"], config.get("level_bins", 0)
     frames, streams = config.get("frame_codes", 0), config.get("frame_streams", [])
+    stat_bins = config.get("frame_stat_bins", 0)
     chunks = np.asarray(store.chunks, np.float64)
     base = len(FAMILIES) * (d + levels)
-    assert chunks.shape[1] == base + len(streams) * frames and (chunks >= 0).all()
+    stats_at = base + len(streams) * frames
+    assert chunks.shape[1] == stats_at + N_STATS * stat_bins and (chunks >= 0).all()
     for i in range(len(streams)):
         block = chunks[:, base + i * frames:base + (i + 1) * frames]
         np.testing.assert_allclose(block.sum(1), 100, rtol=1e-5)
+    if stat_bins:
+        stats = chunks[:, stats_at:].reshape(len(chunks), N_STATS, stat_bins)
+        np.testing.assert_allclose(stats.sum(2), 1, rtol=1e-5)
     for f, family in enumerate(FAMILIES):
         np.testing.assert_allclose(chunks[:, f * d:(f + 1) * d].sum(1), COUNTS[family],
                                    rtol=1e-5)

@@ -16,16 +16,21 @@ and, with frame words (bow.bagofwords.frames; format version 3):
     frames.mean, .std    (94,)               float32  frame-descriptor standardisation
     frames.<stream>      (D_frames, 47)      float32  each stream's codebook (static, delta)
 
+and, with statistics words (format version 4):
+
+    frames.stat_words    (332, S)            float32  each chunk statistic's words
+
 config: ``format`` ("bow-bundle"), ``format_version``, ``families`` (order of the histograms),
 ``n_codes`` (D), ``level_bins`` (L, 0 without), ``normalise`` (count normalisation of the HEAR
 outputs: none, sqrt, log1p), ``assignment`` (bow.bagofwords.model.AssignmentConfig),
 ``encoders`` (each family's kind, autoencoder or pca, and parameters, tokens included),
 ``codebooks`` (parameters and the distance ``scale`` soft assignment uses), ``frames`` (the frame
-words' ``codebook`` parameters and ``scales``; null without frame words), ``stats`` (best epoch
-and validation MSE, k-means objective), ``code_version`` and ``meta`` (for bundles written by
-pipelines.export_bundle: the fingerprint, the upstream stages' fingerprints and configs).
-Version 1 bundles (autoencoders of raw tokens, hard assignment, ``f.encoder.{0,3,6}.*``) and
-version 2 (no frame words) still read.
+words' ``codebook`` parameters, ``scales`` and ``stat_bins``; null without frame words),
+``stats`` (best epoch and validation MSE, k-means objective), ``code_version`` and ``meta``
+(for bundles written by pipelines.export_bundle: the fingerprint, the upstream stages'
+fingerprints and configs).
+Version 1 bundles (autoencoders of raw tokens, hard assignment, ``f.encoder.{0,3,6}.*``),
+version 2 (no frame words) and version 3 (no statistics words) still read.
 
 Decision: the decoders are left out. Embedding needs only the encoders, and leaving the decoders
 out halves the file: the paper's sizes (F = 10, 2048 hidden units) hold 21.1 M encoder weights,
@@ -50,7 +55,7 @@ from bow import __version__
 from bow.audio.descriptors import DIM as FRAME_DIM
 from bow.bagofwords.codebook import Codebook, CodebookConfig
 from bow.bagofwords.encoder import AutoencoderConfig, TokenEncoder
-from bow.bagofwords.frames import STREAMS, FrameWords
+from bow.bagofwords.frames import N_STATS, STREAMS, FrameWords
 from bow.bagofwords.levels import LevelBins
 from bow.bagofwords.model import NORMALISATIONS, AssignmentConfig, BagOfWords
 from bow.bagofwords.tokens import DIMS, FAMILIES
@@ -58,8 +63,8 @@ from bow.config import choose
 from bow.io.stage import atomic_path, to_jsonable
 
 FORMAT = "bow-bundle"
-FORMAT_VERSION = 3
-READABLE = (1, 2, 3)
+FORMAT_VERSION = 4
+READABLE = (1, 2, 3, 4)
 V1_LAYERS = ("0", "3", "6")  # version 1: the Linear layers' indices in the encoder's Sequential
 
 
@@ -215,10 +220,13 @@ def _check_config(path: Path, config: dict) -> None:
         try:
             n = CodebookConfig(**frames["codebook"]).n_codes
             scales = [frames["scales"][s] for s in STREAMS]
-        except (TypeError, ValueError, KeyError) as e:
+            stat_bins = frames.get("stat_bins", 0)
+        except (TypeError, ValueError, KeyError, AttributeError) as e:
             raise BundleError(f"{path}: frame words {frames!r}: {e}") from None
         if n < 2 or not all(isinstance(v, float) for v in scales):
             raise BundleError(f"{path}: frame words of {n} codes, or without their scales")
+        if not isinstance(stat_bins, int) or stat_bins < 0 or stat_bins == 1:
+            raise BundleError(f"{path}: stat_bins {stat_bins!r} is not 0 or an integer >= 2")
     for f in FAMILIES:
         enc = dict(config.get("encoders", {}).get(f) or {})
         cb = dict(config.get("codebooks", {}).get(f) or {})
@@ -266,6 +274,8 @@ def _expected(config: dict) -> dict[str, tuple[tuple[int, ...], type]]:
         for s, cols in STREAMS.items():
             out[f"frames.{s}"] = ((config["frames"]["codebook"]["n_codes"],
                                    cols.stop - cols.start), np.float32)
+        if config["frames"].get("stat_bins", 0):
+            out["frames.stat_words"] = ((N_STATS, config["frames"]["stat_bins"]), np.float32)
     return out
 
 
@@ -282,10 +292,11 @@ class Bundle:
 
     @property
     def width(self) -> int:
-        """Length of the embeddings: 4 (D + L) + D_frames."""
+        """Length of the embeddings: 4 (D + L) + frame words and statistics words."""
         frames = self.config.get("frames")
         return len(FAMILIES) * (self.n_codes + int(self.config["level_bins"])) + \
-            (len(STREAMS) * int(frames["codebook"]["n_codes"]) if frames else 0)
+            (len(STREAMS) * int(frames["codebook"]["n_codes"]) +
+             N_STATS * int(frames.get("stat_bins", 0)) if frames else 0)
 
     @property
     def normalise(self) -> str:

@@ -44,7 +44,7 @@ import torch
 from bow.bagofwords.autoencoder import Autoencoder
 from bow.bagofwords.codebook import Codebook, CodebookError
 from bow.bagofwords.encoder import ENCODE_BATCH, TokenEncoder
-from bow.bagofwords.frames import FRAMES, FrameWords, frame_histograms
+from bow.bagofwords.frames import FRAMES, FrameAssignment, FrameWords
 from bow.bagofwords.levels import LevelBins, token_levels
 from bow.bagofwords.pca import PCAEncoder
 from bow.bagofwords.tokens import COUNTS, DIMS, FAMILIES, grid
@@ -193,13 +193,14 @@ class BagOfWords:
         return self.levels[FAMILIES[0]].n_bins if self.levels else 0
 
     @property
-    def n_frame_codes(self) -> int:
+    def n_frame_columns(self) -> int:
+        """Columns of the frame words and statistics words (bow.bagofwords.frames)."""
         return self.frames.width if self.frames else 0
 
     @property
     def width(self) -> int:
-        """Length of a chunk vector: 4 (D + L) + D_frames."""
-        return len(FAMILIES) * (self.n_codes + self.n_levels) + self.n_frame_codes
+        """Length of a chunk vector: 4 (D + L) + frame columns."""
+        return len(FAMILIES) * (self.n_codes + self.n_levels) + self.n_frame_columns
 
     def weights(self, codebook: Codebook, ids: np.ndarray, dist: np.ndarray | None
                 ) -> np.ndarray | None:
@@ -210,23 +211,21 @@ class BagOfWords:
         return None if a.assignment == "hard" else \
             soft_weights(dist, codebook.scale_, a.weighting, ids.shape)
 
-    def frame_words(self, logmel: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-        """(n, 96, 100) log-mel -> each frame's (n * 100, K) word ids and weights (ones for
+    def frame_words(self, logmel: torch.Tensor) -> FrameAssignment:
+        """(n, 96, 100) log-mel -> its frames' descriptors and word ids and weights (ones for
         hard assignment), with the bag's assignment."""
+        hard = self.assignment.assignment == "hard"
         return self.frames.words(logmel, self.assignment.k, self.assignment.distances,
-                                 lambda cb, ids, d: (
-                                     np.ones(ids.shape, np.float32)
-                                     if self.assignment.assignment == "hard"
-                                     else self.weights(cb, ids, d)))
+                                 lambda cb, ids, d: (np.ones(ids.shape, np.float32) if hard
+                                                     else self.weights(cb, ids, d)), hard)
 
     def with_frames(self, counts: np.ndarray, logmel: torch.Tensor) -> np.ndarray:
         """Family counts (n, 4 (D + L)) -> (n, width) with the frame histograms appended, in
         the families' dtype (hard assignment: whole counts, uint16)."""
         if not self.frames:
             return counts
-        ids, w = self.frame_words(logmel)
-        frames = frame_histograms(ids, w, np.arange(len(ids)).reshape(-1, FRAMES),
-                                  self.n_frame_codes)
+        frames = self.frames.histograms(self.frame_words(logmel),
+                                        np.arange(logmel.shape[0] * FRAMES).reshape(-1, FRAMES))
         return np.concatenate([counts, frames.astype(counts.dtype)], axis=1)
 
     def words(self, family: str, tokens: torch.Tensor) -> dict:

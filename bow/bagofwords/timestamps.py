@@ -20,7 +20,8 @@ A design of ours (the paper embeds 1 s chunks only; ``TimestampEmbedder``):
   its 10 columns; only the band envelopes (8 x 100) and the thumbnail span a whole window and
   are encoded per window. Frame words (bow.bagofwords.frames) are assigned once per frame of
   each chunk (their descriptors are a chunk's, deltas included) and window w adds up the words
-  of its 100 frames, in order: window 20 j again gives chunk j's bits. Per second of audio at
+  of its 100 frames, in order, and takes the statistics words of those frames' descriptors:
+  window 20 j again gives chunk j's bits. Per second of audio at
   the paper's sizes (F = 10, 2048 hidden): patches 2 x 1.05, spectral envelopes 2 x 0.13,
   band envelopes 20 x 0.14, thumbnails 20 x 0.009 GFLOP: 5.4 GFLOP, 4.1 times the chunk
   vectors' 1.33 (from scratch: 26.6). benchmarks/hear_memory.py measures the time.
@@ -45,7 +46,6 @@ import torch
 
 from bow.audio.features import HOP, LogMel
 from bow.audio.load import CHUNK_SAMPLES, SAMPLE_RATE, n_chunks
-from bow.bagofwords.frames import frame_histograms
 from bow.bagofwords.model import BagOfWords, histograms
 from bow.bagofwords.tokens import COUNTS, DIMS, FAMILIES, N_FRAMES, N_MELS, SHAPES, grid
 
@@ -179,11 +179,11 @@ class TimestampEmbedder:
             out.append(histograms(window_words(part, n_win, n_col), n_win, self.bag.n_codes,
                                   self.bag.n_levels))
         if self.bag.frames:
-            ids, w = self.bag.frame_words(logmel)
+            assigned = self.bag.frame_words(logmel)
             starts = np.cumsum([0] + [r.shape[0] * N_FRAMES for r in rows])
             for j, (n_win, _) in enumerate(sizes):
                 frames = starts[j] + HOP_FRAMES * np.arange(n_win)[:, None] + np.arange(N_FRAMES)
-                counts = frame_histograms(ids, w, frames, self.bag.n_frame_codes)
+                counts = self.bag.frames.histograms(assigned, frames)
                 out[j] = np.concatenate([out[j], counts.astype(out[j].dtype)], axis=1)
         return out
 

@@ -88,12 +88,13 @@ def train_autoencoders(logmel: torch.Tensor, val_logmel: torch.Tensor,
 
 def fit_codebooks(autoencoders: Path, logmel: torch.Tensor, config: CodebookConfig, out: Path,
                   device: torch.device, gpu: bool | str = "auto", level_bins: int = 16,
-                  frame_codes: int = 0) -> dict:
+                  frame_codes: int = 0, frame_stats: int = 0) -> dict:
     """Codes of the grid tokens of log-mel (n, 96, 100) through ``autoencoders/<family>.pt`` ->
     ``out/<family>.npz`` (+ .json statistics), and for shape tokens ``level_bins`` level bins
     ``out/<family>.levels.json`` (none when 0); ``frame_codes`` frame words
     (bow.bagofwords.frames, ``config``'s k-means but bow.bagofwords.frames.KMEANS's iterations
-    and restarts) -> ``out/frames.npz`` (none when 0).
+    and restarts) -> ``out/frames.npz`` (none when 0), with ``frame_stats`` statistics words
+    per chunk statistic (0: none).
     Returns {family or "frames.<stream>": statistics without sizes}."""
     families = {}
     for family in FAMILIES:
@@ -112,7 +113,8 @@ def fit_codebooks(autoencoders: Path, logmel: torch.Tensor, config: CodebookConf
         families[family] = {k: v for k, v in book.stats_.items() if k != "sizes"}
     (out / FRAMES_FILE).unlink(missing_ok=True)
     if frame_codes:
-        frames = FrameWords(dataclasses.replace(config, n_codes=frame_codes, **FRAME_KMEANS), gpu)
+        frames = FrameWords(dataclasses.replace(config, n_codes=frame_codes, **FRAME_KMEANS), gpu,
+                            frame_stats)
         try:
             frames.fit(logmel)
         except CodebookError as e:

@@ -2,7 +2,7 @@
 
     model = load_model("artifacts/bundles/bow.npz")     # python -m pipelines.export_bundle
     emb, ts = get_timestamp_embeddings(audio, model)     # (n, T, width), (n, T) ms, every 50 ms
-    scene = get_scene_embeddings(audio, model)           # (n, width): 4 (D + L) + 2 D_f
+    scene = get_scene_embeddings(audio, model)   # (n, width): 4 (D + L) + 2 D_f + 332 S
 
 The scene embedding is the clip vector of the feature store (mean of the 1 s chunks' code
 counts). The timestamp embedding at t (0, 50, 100, ... ms up to the clip's length) is the code

@@ -1,4 +1,7 @@
 """bow.bagofwords.frames: frame words in the bag of words, its files, bundles and timestamps."""
+import dataclasses
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -9,7 +12,17 @@ from bow.bagofwords import bundle
 from bow.bagofwords.codebook import Codebook, CodebookConfig, CodebookError
 from bow.bagofwords.corpus import logmel_clips
 from bow.bagofwords.encoder import AutoencoderConfig
-from bow.bagofwords.frames import STREAMS, FrameWords
+from bow.bagofwords.frames import (
+    BANDS,
+    MOD_FLOOR,
+    MODULATION,
+    N_STATS,
+    STREAMS,
+    FrameWords,
+    descriptors,
+    stat_assign,
+    window_statistics,
+)
 from bow.bagofwords.levels import LevelBins
 from bow.bagofwords.model import AssignmentConfig, BagOfWords, family_codes
 from bow.bagofwords.pca import PCAEncoder
@@ -17,7 +30,7 @@ from bow.bagofwords.timestamps import WINDOWS_PER_CHUNK, TimestampEmbedder
 from bow.bagofwords.tokens import FAMILIES
 from bow.data.datasets import load_dataset
 
-D, DF, L = 16, 24, 8
+D, DF, L, S = 16, 24, 8, 4
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +45,8 @@ def logmel(clips):
 
 @pytest.fixture(scope="module")
 def frames(logmel):
-    return FrameWords(CodebookConfig(n_codes=DF, niter=10, nredo=1, seed=3), gpu=False).fit(logmel)
+    return FrameWords(CodebookConfig(n_codes=DF, niter=10, nredo=1, seed=3), gpu=False,
+                      stat_bins=S).fit(logmel)
 
 
 def make_bag(logmel, frames, assignment):
@@ -52,12 +66,17 @@ def bag(request, logmel, frames):
 def test_each_stream_counts_every_frame_once(bag, logmel):
     counts = bag.transform(logmel)
     base = 4 * (D + L)
-    assert counts.shape == (len(logmel), base + len(STREAMS) * DF) == (len(logmel), bag.width)
+    assert counts.shape == (len(logmel), base + len(STREAMS) * DF + N_STATS * S) \
+        == (len(logmel), bag.width)
     assert counts.dtype == (np.uint16 if bag.assignment.assignment == "hard" else np.float32)
     for i in range(len(STREAMS)):
         block = counts[:, base + i * DF:base + (i + 1) * DF].astype(np.float64)
         assert np.allclose(block.sum(1), 100, atol=1e-3)
         assert (block.sum(0) > 0).sum() > DF // 2            # real audio uses most words
+    stats = counts[:, base + len(STREAMS) * DF:].astype(np.float64).reshape(-1, N_STATS, S)
+    assert np.allclose(stats.sum(2), 1, atol=1e-6)           # one count per statistic
+    assert ((stats > 0).sum(2) <= (1 if bag.assignment.assignment == "hard" else 2)).all()
+    assert (stats.sum(0) > 0).mean() > 0.9                   # equal-mass words all get used
     without = BagOfWords(bag.encoders, bag.codebooks, bag.levels, bag.assignment)
     assert np.array_equal(counts[:, :base], without.transform(logmel))
 
@@ -81,17 +100,61 @@ def test_file_round_trip_and_damage(frames, logmel, tmp_path):
     frames.save(path)
     again = FrameWords.load(path)
     ones = lambda book, ids, dist: np.ones(ids.shape, np.float32)   # noqa: E731
-    for a, b in zip(frames.words(logmel[:5], 3, False, ones),
-                    again.words(logmel[:5], 3, False, ones)):
-        assert np.array_equal(a, b)
+    a, b = frames.words(logmel[:5], 3, False, ones), again.words(logmel[:5], 3, False, ones)
+    windows = np.arange(500).reshape(5, 100)
+    assert np.array_equal(frames.histograms(a, windows), again.histograms(b, windows))
     arrays = dict(np.load(path))
     arrays["static"] = arrays["static"][:, :10]
     np.savez(tmp_path / "bad.npz", **arrays)
     with pytest.raises(CodebookError, match="bad.npz.*static"):
         FrameWords.load(tmp_path / "bad.npz")
+    arrays = dict(np.load(path))
+    arrays["stat_words"] = arrays["stat_words"][:, ::-1].copy()
+    np.savez(tmp_path / "unordered.npz", **arrays)
+    with pytest.raises(CodebookError, match="unordered.npz.*increasing"):
+        FrameWords.load(tmp_path / "unordered.npz")
     (tmp_path / "junk.npz").write_bytes(b"not a zip")
     with pytest.raises(CodebookError, match="junk.npz"):
         FrameWords.load(tmp_path / "junk.npz")
+
+
+def test_statistics_words_keep_the_value(frames, logmel):
+    """Window statistics are each descriptor's mean and std over its frames, then the log
+    shares of modulation bands in each band energy's envelope (the same bits whatever the
+    batch); soft words split
+    a value between its two neighbours so that their weighted words give it back (clipped to
+    the words' range), hard ones count it for its nearest word; the words are the training
+    chunks' quantiles (j + 1/2) / S."""
+    z = (descriptors(logmel[:6]) - frames.mean_) / frames.std_
+    windows = np.arange(600).reshape(6, 100)
+    stats = window_statistics(z, windows)
+    chunks = z.reshape(6, 100, -1).astype(np.float64)
+    np.testing.assert_allclose(stats[:, :188], np.concatenate([chunks.mean(1), chunks.std(1)],
+                                                              1), rtol=1e-9, atol=1e-9)
+    bands = chunks[..., BANDS] - chunks[..., BANDS].mean(1, keepdims=True)
+    power = np.abs(np.fft.rfft(bands * np.hanning(100)[None, :, None], axis=1)) ** 2
+    parts = np.stack([power[:, a:b].sum(1) for a, b in MODULATION], axis=2)  # (6, 24, 6)
+    shares = np.log10((parts + MOD_FLOOR / 6) / (power[:, 1:].sum(1)[..., None] + MOD_FLOOR))
+    np.testing.assert_allclose(stats[:, 188:], shares.reshape(6, -1), rtol=1e-9, atol=1e-9)
+    assert np.array_equal(stats, np.concatenate([window_statistics(z, windows[i:i + 1])
+                                                 for i in range(6)]))     # one at a time
+    words = frames.stat_words_.astype(np.float64)
+    assert words.shape == (N_STATS, S) and (np.diff(words, axis=1) >= 0).all()
+    every = window_statistics((descriptors(logmel) - frames.mean_) / frames.std_,
+                              np.arange(len(logmel) * 100).reshape(-1, 100))
+    np.testing.assert_allclose(words, np.quantile(every.astype(np.float32),
+                                                  (np.arange(S) + 0.5) / S, axis=0).T,
+                               rtol=1e-5, atol=1e-5)
+    ids, w = stat_assign(stats, frames.stat_words_, hard=False)
+    column, bin_ = ids // S, ids % S
+    assert (column == np.repeat(np.arange(N_STATS), 2)[None]).all()
+    back = (w.reshape(6, N_STATS, 2) * words[column, bin_].reshape(6, N_STATS, 2)).sum(2)
+    clipped = np.clip(stats, words[:, 0], words[:, -1])
+    np.testing.assert_allclose(back, clipped, rtol=1e-5, atol=1e-5)
+    hard_ids, hard_w = stat_assign(stats, frames.stat_words_, hard=True)
+    chosen = hard_ids.reshape(6, N_STATS, 2)[hard_w.reshape(6, N_STATS, 2) == 1] % S
+    nearest = np.abs(stats[..., None] - words[None]).argmin(2)
+    assert np.array_equal(chosen.reshape(6, N_STATS), nearest)
 
 
 def test_too_few_frames_is_a_clear_error(logmel):
@@ -111,6 +174,26 @@ def test_bundle_keeps_the_frame_words(logmel, frames, tmp_path):
     np.savez(tmp_path / "missing.npz", **arrays)
     with pytest.raises(bundle.BundleError, match="missing.*frames.delta"):
         bundle.read(tmp_path / "missing.npz")
+    arrays = dict(np.load(path))
+    del arrays["frames.stat_words"]
+    np.savez(tmp_path / "no_stats.npz", **arrays)
+    with pytest.raises(bundle.BundleError, match="missing.*frames.stat_words"):
+        bundle.read(tmp_path / "no_stats.npz")
+
+
+def test_version_3_bundles_without_statistics_words_still_read(logmel, tmp_path):
+    plain = FrameWords(CodebookConfig(n_codes=DF, niter=10, nredo=1, seed=3), gpu=False).fit(logmel)
+    bag = make_bag(logmel, plain, "soft")
+    bundle.write(tmp_path / "b.npz", bag, normalise="none")
+    arrays = dict(np.load(tmp_path / "b.npz"))
+    config = json.loads(str(arrays["config"]))
+    config["format_version"] = 3
+    del config["frames"]["stat_bins"]
+    arrays["config"] = np.str_(json.dumps(config))
+    np.savez(tmp_path / "v3.npz", **arrays)
+    read = bundle.read(tmp_path / "v3.npz")
+    assert read.width == bag.width == 4 * (D + L) + len(STREAMS) * DF
+    assert np.array_equal(read.bag().transform(logmel[:4]), bag.transform(logmel[:4]))
 
 
 def test_fitting_on_many_frames_keeps_a_sample_of_what_kmeans_takes(logmel, monkeypatch):
@@ -119,10 +202,14 @@ def test_fitting_on_many_frames_keeps_a_sample_of_what_kmeans_takes(logmel, monk
     import bow.bagofwords.frames as frames_module
     from bow.bagofwords.frames import descriptors
     config = CodebookConfig(n_codes=DF, niter=5, nredo=1, seed=3, max_points_per_centroid=39)
+    in_memory = dataclasses.replace(config, max_points_per_centroid=100_000)   # below the cap
+    whole = FrameWords(in_memory, gpu=False, stat_bins=S).fit(logmel)
     monkeypatch.setattr(frames_module, "BATCH", 7)           # several blocks of chunks
     seen = []
     monkeypatch.setattr(Codebook, "fit", lambda self, x: (seen.append(len(x)), self)[1])
-    fw = FrameWords(config, gpu=False).fit(logmel)
+    fw = FrameWords(config, gpu=False, stat_bins=S).fit(logmel)
+    # the statistics words come from every chunk in either branch
+    np.testing.assert_allclose(fw.stat_words_, whole.stat_words_, rtol=1e-5, atol=1e-5)
     assert len(logmel) * 100 > DF * 39 and seen == [DF * 39] * len(STREAMS)
     every = descriptors(logmel).astype(np.float64)
     np.testing.assert_allclose(fw.mean_, every.mean(0), rtol=1e-5, atol=1e-4)

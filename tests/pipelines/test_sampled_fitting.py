@@ -47,7 +47,7 @@ def test_a_covering_sample_fits_what_every_chunk_fits(fsd50k_mini_dir, tmp_path)
                                 "cpu")
     assert _same_bytes(ae, ref_ae, "*.pt")
     training.fit_codebooks(ae, logmel, CODES, ref_cb, "cpu", False, CODES.level_bins,
-                           CODES.frame_codes)
+                           CODES.frame_codes, CODES.frame_stats)
     assert _same_bytes(cb, ref_cb, "*.npz") and _same_bytes(cb, ref_cb, "*.levels.json")
     assert (cb / "frames.npz").is_file() == bool(CODES.frame_codes)
     history = json.loads((ae / "history.json").read_text())
