@@ -11,9 +11,9 @@ chunk vectors, as in the stores) and is scored by:
 
 * a linear probe on sqrt of the clip vectors: standardise + logistic regression (C = 0.1);
   ``cv`` = cross-validated over the folds (the representation fixed; it saw the audio of all
-  folds but the last, never a label), ``held_out`` = trained on the training part, tested on the
-  last fold or the test / eval split, which nothing saw. Accuracy for single-label data, mAP
-  (per class one-vs-rest) for multi-label data;
+  folds but the last, never a label; ``cv_folds``: each fold's score), ``held_out`` = trained
+  on the training part, tested on the last fold or the test / eval split, which nothing saw.
+  Accuracy for single-label data, mAP (per class one-vs-rest) for multi-label data;
 * with ``--heads``: the project's heads (bow.heads, default config) on the chunk vectors by the
   project's protocol (clip and chunk mAP).
 
@@ -151,9 +151,11 @@ def probe(data: Data, vectors: np.ndarray, sqrt: bool = True) -> dict:
     train = np.isin(data.split, data.fit_splits)
     out = {"held_out": _scores(x[train], y[train], x[test], y[test], data.single)}
     if data.folds:
-        out["cv"] = float(np.mean([_scores(x[data.split != f], y[data.split != f],
-                                           x[data.split == f], y[data.split == f], data.single)
-                                   for f in sorted(set(data.split))]))
+        folds = sorted(set(data.split), key=int)
+        out["cv_folds"] = [_scores(x[data.split != f], y[data.split != f],
+                                   x[data.split == f], y[data.split == f], data.single)
+                           for f in folds]
+        out["cv"] = float(np.mean(out["cv_folds"]))
     return out
 
 

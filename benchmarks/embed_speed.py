@@ -101,7 +101,7 @@ def audio_seconds(data: Path, model: str) -> tuple[float, int]:
 
 
 def random_bow(data: Path, artifacts: Path, min_chunks: int = 320, encoder: str = "random",
-               tokens: str = "raw", frame_codes: int = 1000) -> None:
+               tokens: str = "raw", frame_codes: int = 1000, frame_stats: int = 8) -> None:
     """Paper-sized random encoders (or PCA: ``encoder``) and D = 256 codebooks (the stages'
     --encoder random) fitted on the first clips of ``data`` that give ``min_chunks`` chunks
     (repeated if needed)."""
@@ -117,7 +117,8 @@ def random_bow(data: Path, artifacts: Path, min_chunks: int = 320, encoder: str 
     train_autoencoders.run(train, artifacts, train_autoencoders.TrainAutoencodersConfig(
         encoder=encoder, tokens=tokens, max_val_tokens=1000), device="cpu", progress=False)
     fit_codebooks.run(train, artifacts, fit_codebooks.FitCodebooksConfig(
-        encoder=encoder, niter=10, nredo=1, frame_codes=frame_codes), device="cpu",
+        encoder=encoder, niter=10, nredo=1, frame_codes=frame_codes, frame_stats=frame_stats),
+        device="cpu",
         progress=False)
 
 
@@ -262,6 +263,8 @@ def main(argv=None, model: str = "bow") -> None:
                    "(the paper's) or shape tokens")
     p.add_argument("--frame-codes", type=int, default=1000, help="bag of words without "
                    "--artifacts: frame words per stream (0: none, the paper's)")
+    p.add_argument("--frame-stats", type=int, default=8, help="bag of words without "
+                   "--artifacts: statistics words per chunk statistic (0: none)")
     p.add_argument("--assignment", default="hard", help="bag of words: hard (the paper's) or "
                    "soft (the library's default: 3 nearest codes)")
     p.add_argument("--checkpoint", type=Path, default=SHARED / "kwmlp" / "kwmlp.pth",
@@ -276,7 +279,7 @@ def main(argv=None, model: str = "bow") -> None:
         if model == "bow":
             if args.artifacts is None:
                 random_bow(data, art, encoder=args.encoder, tokens=args.tokens,
-                           frame_codes=args.frame_codes)
+                           frame_codes=args.frame_codes, frame_stats=args.frame_stats)
             else:  # link the given model: the store is written (and removed) in tmp only
                 link_models(args.artifacts, art, args.encoder)
             flops, extra = bow_flops(art, args.encoder), {"encoder": args.encoder,
