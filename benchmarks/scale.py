@@ -187,7 +187,11 @@ def latest(work: Path) -> dict[tuple[str, int], dict]:
 
 def exponent(x, y) -> float:
     """Slope of log y against log x (least squares); nan with fewer than two points."""
-    return float(np.polyfit(np.log(x), np.log(y), 1)[0]) if len(x) > 1 else float("nan")
+    if len(x) < 2:
+        return float("nan")
+    # rounded to 9 decimals (+ 0.0 turns -0.0 into 0.0): least squares leaves a flat series a
+    # slope of +-1e-17 by the BLAS of the day, which printed as 0.00 or -0.00
+    return round(float(np.polyfit(np.log(x), np.log(y), 1)[0]), 9) + 0.0
 
 
 def report(work: Path, plot: Path) -> list[str]:
