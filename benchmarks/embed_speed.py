@@ -118,8 +118,7 @@ def random_bow(data: Path, artifacts: Path, min_chunks: int = 320, encoder: str 
         encoder=encoder, tokens=tokens, max_val_tokens=1000), device="cpu", progress=False)
     fit_codebooks.run(train, artifacts, fit_codebooks.FitCodebooksConfig(
         encoder=encoder, niter=10, nredo=1, frame_codes=frame_codes, frame_stats=frame_stats),
-        device="cpu",
-        progress=False)
+        device="cpu", progress=False)
 
 
 def link_models(src: Path, artifacts: Path, encoder: str) -> None:

@@ -114,7 +114,7 @@ def fit_codebooks(autoencoders: Path, logmel: torch.Tensor, config: CodebookConf
     (out / FRAMES_FILE).unlink(missing_ok=True)
     if frame_codes:
         frames = FrameWords(dataclasses.replace(config, n_codes=frame_codes, **FRAME_KMEANS), gpu,
-                            frame_stats)
+                            stat_bins=frame_stats)
         try:
             frames.fit(logmel)
         except CodebookError as e:
