@@ -106,6 +106,7 @@ class Codebook:
 
     def __init__(self, config: CodebookConfig = CodebookConfig(), gpu: bool | str = "auto"):
         self.config, self.gpu = narrow(config, CodebookConfig), gpu
+        self._prepared: Centroids | None = None   # the search constants of centroids_
 
     @property
     def n_codes(self) -> int:
@@ -191,9 +192,8 @@ class Codebook:
             raise CodebookError(f"k = {k} nearest codes asked of a codebook of {self.n_codes}")
         if not np.isfinite(x).all():
             raise CodebookError(f"{int((~np.isfinite(x)).sum())} non-finite values in the codes")
-        if getattr(self, "_prepared", None) is None or self._prepared.source is not \
-                self.centroids_:                   # computed once per centroid array
-            self._prepared = Centroids(self.centroids_)
+        if self._prepared is None or self._prepared.source is not self.centroids_:
+            self._prepared = Centroids(self.centroids_)     # once per centroid array
         return nearest(x, self._prepared, k, distances)
 
     def assign(self, codes, return_distances: bool = False):
