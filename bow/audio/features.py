@@ -43,7 +43,10 @@ the peak, next to the floor; torchaudio's float32 log-mel: 0.003 dB):
   float64 matmul measured no closer to torchaudio's float64 log-mel), in float64 the result
   is torchaudio's to 1e-4 dB;
 * the 480-sample windowed frames are cut directly (the 1568 zeros of each 2048-point frame
-  are never transformed), and every (n, frames, bins) array stays time-major until the end.
+  are never transformed) and written into zeroed 1024-point frames, which the FFT takes as
+  they are (the same bits as ``rfft(frames, n=1024)``, whose own padding copy took ~40 % of
+  the FFT's time: 7.6 -> 4.3 ms per 16 chunks, measured 2026-12-07), and every
+  (n, frames, bins) array stays time-major until the end.
 Measured on one thread of the development machine (200 ESC-10 chunks, 16 a call, same process,
 load 4-8): LogMel 2.9-3.1x, MFCC 1.4x faster than the torchaudio modules.
 
@@ -84,15 +87,22 @@ def _mel_fbank(n_fft: int, f_min: float, f_max: float, n_mels: int, norm: str | 
                                                    SAMPLE_RATE, norm=norm, mel_scale=mel_scale)
 
 
-def _frames(chunks: torch.Tensor, win: int, pad: int, window: torch.Tensor) -> torch.Tensor:
-    """(n, samples) -> (n, frames, win) windowed frames, hop ``HOP``, ``pad`` zeros each side."""
+def _frames(chunks: torch.Tensor, win: int, pad: int, window: torch.Tensor,
+            n_fft: int) -> torch.Tensor:
+    """(n, samples) -> (n, frames, n_fft) windowed frames, hop ``HOP``, ``pad`` zeros each side
+    of the chunk, each frame's ``win`` samples followed by n_fft - win zeros (module docstring)."""
     x = F.pad(chunks, (pad, pad)) if pad else chunks
-    return x.unfold(-1, win, HOP) * window
+    frames = x.unfold(-1, win, HOP)
+    if n_fft == win:
+        return frames * window
+    out = chunks.new_zeros(frames.shape[:-1] + (n_fft,))
+    torch.mul(frames, window, out=out[..., :win])
+    return out
 
 
-def _power(frames: torch.Tensor, n_fft: int) -> torch.Tensor:
-    """(..., win) frames -> (..., n_fft // 2 + 1) power spectrum, re^2 + im^2."""
-    spec = torch.fft.rfft(frames, n=n_fft)
+def _power(frames: torch.Tensor) -> torch.Tensor:
+    """(..., n_fft) frames -> (..., n_fft // 2 + 1) power spectrum, re^2 + im^2."""
+    spec = torch.fft.rfft(frames)
     return spec.real.square() + spec.imag.square()
 
 
@@ -142,8 +152,8 @@ class LogMel(nn.Module):
     @one_thread()
     def forward(self, chunks: torch.Tensor) -> torch.Tensor:
         n_frames = chunks.shape[-1] // HOP
-        frames = _frames(chunks, self.win, self.win // 2, self.window)   # (n, frames + 1, win)
-        power = _power(frames, self.n_small)                            # (n, frames + 1, bins)
+        frames = _frames(chunks, self.win, self.win // 2, self.window, self.n_small)
+        power = _power(frames)                                          # (n, frames + 1, bins)
         n, f, bins = power.shape
         mel = power.reshape(n * f, bins) @ self.fbank.to(power.dtype)
         return _to_db(mel.reshape(n, f, -1), self.top_db)[:, :n_frames].transpose(1, 2)
@@ -166,8 +176,8 @@ class MFCC(nn.Module):
 
     @one_thread()
     def forward(self, chunks: torch.Tensor) -> torch.Tensor:
-        frames = _frames(chunks, self.n_fft, 0, self.window)             # (n, 98, 480)
-        power = _power(frames, self.n_fft)                               # (n, 98, 241)
+        frames = _frames(chunks, self.n_fft, 0, self.window, self.n_fft)  # (n, 98, 480)
+        power = _power(frames)                                           # (n, 98, 241)
         n, f, bins = power.shape
         db = _to_db((power.reshape(n * f, bins) @ self.fbank).reshape(n, f, -1), self.top_db)
         return (db.reshape(n * f, -1) @ self.dct).reshape(n, f, -1).transpose(1, 2)
@@ -187,5 +197,5 @@ class PowerMel(nn.Module):
 
     @one_thread()
     def forward(self, chunks: torch.Tensor) -> torch.Tensor:
-        power = _power(_frames(chunks, self.n_fft, 0, self.window), self.n_fft)  # (n, 98, 241)
+        power = _power(_frames(chunks, self.n_fft, 0, self.window, self.n_fft))  # (n, 98, 241)
         return (power @ self.fbank).transpose(1, 2)

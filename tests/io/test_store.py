@@ -51,6 +51,43 @@ def test_shards_merge_to_one_store(tmp_path, frames):
         assert f["clips/fname"][0].decode() == "clip0"
 
 
+def test_sparse_vectors_travel_as_their_nonzero_entries_and_merge_bit_for_bit(tmp_path):
+    """Soft counts (ClipFeatures.sparse) are kept in shards as rows' nonzero entries, not
+    deflated twice; the merged store holds the same bits (-0.0 included) as from dense shards,
+    and shards written before (dense, deflated) still merge to the same bytes."""
+    rng = np.random.default_rng(0)
+    items = []
+    for i, n in enumerate([3, 1, 4]):
+        counts = np.where(rng.random((n, 70)) < 0.1, rng.random((n, 70)), 0).astype(np.float32)
+        counts[0, 5] = -0.0
+        items.append(ClipFeatures(f"clip{i}", "train", multi_hot(["a"], VOCAB), counts,
+                                  counts.mean(0), sparse=True))
+    write_shard(tmp_path / "s0.h5", items[:2])
+    write_shard(tmp_path / "s1.h5", items[2:])
+    with h5py.File(tmp_path / "s0.h5") as f:
+        assert isinstance(f["chunks/vectors"], h5py.Group)
+        assert f["chunks/vectors/indices"].dtype == np.uint16
+        assert len(f["chunks/vectors/values"]) == np.count_nonzero(
+            np.concatenate([c.chunks for c in items[:2]]).view(np.uint32))
+    kw = dict(vocabulary=VOCAB, kind="bow", config={}, fingerprint="abc", upstream={},
+              code_version="0")
+    merge([tmp_path / "s0.h5", tmp_path / "s1.h5"], tmp_path / "store.h5", **kw)
+    store = read(tmp_path / "store.h5")
+    for i, item in enumerate(items):
+        assert store.chunk_vectors(i).tobytes() == item.chunks.tobytes()
+        assert store.clips[i].tobytes() == item.clip.tobytes()
+    for i, part in enumerate((items[:2], items[2:])):     # the layout shards had before:
+        write_shard(tmp_path / f"d{i}.h5", part)          # dense, deflated, unshuffled
+        with h5py.File(tmp_path / f"d{i}.h5", "r+") as f:
+            for key, data in (("chunks/vectors", np.concatenate([c.chunks for c in part])),
+                              ("clips/vectors", np.stack([c.clip for c in part]))):
+                del f[key]
+                f.create_dataset(key, data=data, compression="gzip", compression_opts=1,
+                                 maxshape=(None, 70), track_times=False)
+    merge([tmp_path / "d0.h5", tmp_path / "d1.h5"], tmp_path / "dense.h5", **kw)
+    assert (tmp_path / "dense.h5").read_bytes() == (tmp_path / "store.h5").read_bytes()
+
+
 def test_per_clip_integers_follow_their_clips_across_shards(tmp_path):
     items = [_clip(i, n) for i, n in enumerate([2, 1, 3])]
     for i, item in enumerate(items):
