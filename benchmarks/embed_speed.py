@@ -101,10 +101,11 @@ def audio_seconds(data: Path, model: str) -> tuple[float, int]:
 
 
 def random_bow(data: Path, artifacts: Path, min_chunks: int = 320, encoder: str = "random",
-               tokens: str = "raw", frame_codes: int = 1000, frame_stats: int = 8) -> None:
+               tokens: str = "raw", frame_codes: int | None = None,
+               frame_stats: int | None = None) -> None:
     """Paper-sized random encoders (or PCA: ``encoder``) and D = 256 codebooks (the stages'
     --encoder random) fitted on the first clips of ``data`` that give ``min_chunks`` chunks
-    (repeated if needed)."""
+    (repeated if needed); frame and statistics words: the stage's defaults unless given."""
     from bow.audio.load import SAMPLE_RATE, n_chunks
     from bow.data.datasets import load_dataset
     from pipelines import fit_codebooks, train_autoencoders
@@ -116,9 +117,10 @@ def random_bow(data: Path, artifacts: Path, min_chunks: int = 320, encoder: str 
     train = clip_subset(data, n, artifacts / "train-clips")
     train_autoencoders.run(train, artifacts, train_autoencoders.TrainAutoencodersConfig(
         encoder=encoder, tokens=tokens, max_val_tokens=1000), device="cpu", progress=False)
+    words = {k: v for k, v in (("frame_codes", frame_codes), ("frame_stats", frame_stats))
+             if v is not None}
     fit_codebooks.run(train, artifacts, fit_codebooks.FitCodebooksConfig(
-        encoder=encoder, niter=10, nredo=1, frame_codes=frame_codes, frame_stats=frame_stats),
-        device="cpu", progress=False)
+        encoder=encoder, niter=10, nredo=1, **words), device="cpu", progress=False)
 
 
 def link_models(src: Path, artifacts: Path, encoder: str) -> None:
@@ -260,10 +262,12 @@ def main(argv=None, model: str = "bow") -> None:
     p.add_argument("--encoder", default="random", help="bag of words: trained, random or pca")
     p.add_argument("--tokens", default="raw", help="bag of words without --artifacts: raw "
                    "(the paper's) or shape tokens")
-    p.add_argument("--frame-codes", type=int, default=1000, help="bag of words without "
-                   "--artifacts: frame words per stream (0: none, the paper's)")
-    p.add_argument("--frame-stats", type=int, default=8, help="bag of words without "
-                   "--artifacts: statistics words per chunk statistic (0: none)")
+    p.add_argument("--frame-codes", type=int, default=None, help="bag of words without "
+                   "--artifacts: frame words per stream (0: none, the paper's; default: "
+                   "fit_codebooks')")
+    p.add_argument("--frame-stats", type=int, default=None, help="bag of words without "
+                   "--artifacts: statistics words per chunk statistic (0: none; default: "
+                   "fit_codebooks')")
     p.add_argument("--assignment", default="hard", help="bag of words: hard (the paper's) or "
                    "soft (the library's default: 3 nearest codes)")
     p.add_argument("--checkpoint", type=Path, default=SHARED / "kwmlp" / "kwmlp.pth",

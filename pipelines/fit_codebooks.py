@@ -55,9 +55,9 @@ class FitCodebooksConfig(CodebookConfig):
     encoder: str = option(DEFAULT_ENCODER, "which encoders to use: trained, random or pca")
     level_bins: int = option(16, "level bins per family for encoders of shape tokens "
                              "(bow.bagofwords.levels; 0: none)")
-    frame_codes: int = option(1000, "frame words (bow.bagofwords.frames): words of the frame "
-                              "descriptors' codebook, openXBOW's size (0: none, the paper's "
-                              "four families only)")
+    frame_codes: int = option(256, "frame words (bow.bagofwords.frames): words per stream of "
+                              "the frame descriptors' codebooks (1000: openXBOW's size; 0: "
+                              "none, the paper's four families only)")
     frame_stats: int = option(8, "statistics words (bow.bagofwords.frames): words per chunk "
                               "statistic (means, stds and modulation shares of the frame "
                               "descriptors; 0: none; needs frame words)")

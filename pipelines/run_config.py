@@ -84,7 +84,7 @@ PRESETS = {
               "embed": {"assignment": "hard"}},
     "quick": {"train_autoencoders": {"hidden": 512, "epochs": 2, "steps_per_epoch": 100,
                                      "patience": 2},
-              "fit_codebooks": {"n_codes": 64, "frame_codes": 256, "niter": 25, "nredo": 1},
+              "fit_codebooks": {"n_codes": 64, "frame_codes": 64, "niter": 25, "nredo": 1},
               "pretrain_kwmlp": {"epochs": 30, "warmup_epochs": 3, "batch_size": 64},
               "pretrain_audiomlp": {"epochs": 4},
               "evaluate": {"max_epochs": 60}},

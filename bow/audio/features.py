@@ -106,6 +106,13 @@ def _power(frames: torch.Tensor) -> torch.Tensor:
     return spec.real.square() + spec.imag.square()
 
 
+def _cos_2pi(m: np.ndarray, n: int) -> np.ndarray:
+    """cos(2 pi m / n) of integers m, float64, from a table of n values at m mod n: the argument
+    reduced exactly (np.cos of 2 pi m / n for products m up to ~10^6 errs by ~1e-13) and 10x
+    faster (the log-mel matrix took 55 ms of cosines, once per process)."""
+    return np.cos(2 * np.pi * np.arange(n) / n)[np.mod(m, n)]
+
+
 def _mel_from_half_grid(fbank: np.ndarray, win: int, n_fft: int, n_small: int) -> np.ndarray:
     """(n_fft // 2 + 1, mels) filterbank on the n_fft grid -> (n_small // 2 + 1, mels) matrix B
     with P_n_fft @ fbank = P_n_small @ B for the power spectra of any ``win``-sample frame
@@ -115,9 +122,9 @@ def _mel_from_half_grid(fbank: np.ndarray, win: int, n_fft: int, n_small: int) -
     lags = np.arange(-(win - 1), win)
     k = np.arange(n_small // 2 + 1)
     weight = np.where((k == 0) | (k == n_small // 2), 1.0, 2.0) / n_small
-    to_lags = np.cos(2 * np.pi * np.outer(lags, k) / n_small) * weight     # (lags, small)
+    to_lags = _cos_2pi(np.outer(lags, k), n_small) * weight                # (lags, small)
     big = np.arange(n_fft // 2 + 1)
-    to_big = np.cos(2 * np.pi * np.outer(big, lags) / n_fft)                # (big, lags)
+    to_big = _cos_2pi(np.outer(big, lags), n_fft)                           # (big, lags)
     return to_lags.T @ (to_big.T @ fbank)          # 10x fewer products than (to_big @ to_lags)
 
 

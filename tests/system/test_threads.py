@@ -143,7 +143,7 @@ def test_the_bag_of_words_store_is_the_same_every_way(shared_set, bow_models, tm
     with h5py.File(stores[REFERENCE], "r") as f:
         assert len(f["clips/fname"]) == 3800
         # frame words and statistics words
-        assert f["chunks/vectors"].shape[1] == 4 * (256 + 16) + 2 * 1000 + 332 * 8
+        assert f["chunks/vectors"].shape[1] == 4 * (256 + 16) + 2 * 256 + 332 * 8
         assert f["chunks/vectors"].dtype == np.float32                 # soft assignment
     _assert_same_bytes(stores, other_shards=("--threads 1 --shard-size 16",))
 
