@@ -108,8 +108,9 @@ def _power(frames: torch.Tensor) -> torch.Tensor:
 
 def _cos_2pi(m: np.ndarray, n: int) -> np.ndarray:
     """cos(2 pi m / n) of integers m, float64, from a table of n values at m mod n: the argument
-    reduced exactly (np.cos of 2 pi m / n for products m up to ~10^6 errs by ~1e-13) and 10x
-    faster (the log-mel matrix took 55 ms of cosines, once per process)."""
+    reduced exactly instead of np.cos of 2 pi m / n for products m up to ~10^6 (LogMel's matrix
+    moved by at most 3e-14 of values up to 2), and faster (building LogMel, once per process:
+    62 -> 32 ms, measured 2026-12-07)."""
     return np.cos(2 * np.pi * np.arange(n) / n)[np.mod(m, n)]
 
 

@@ -36,10 +36,10 @@ counts, shuffle + deflate 1 wrote 11.3 MB in 1.0 s and read it in 0.4 s; lzf 18.
 in 0.5 s. A shard has the same layout without /vocabulary, except that sparse float vectors are
 kept as their rows' nonzero entries, uncompressed (``_write_rows``): deflating them in the shard
 and again at the merge cost ~5 % of the default bag of words' embed stage (100 ESC-10 clips,
-one thread: 1.93 -> 1.83 s, the same store bytes), and on its vectors (5,744 columns with
-1,000 frame words, 16 % nonzero) the entries take 5.6 KB a row against 4.2 KB deflated (23 KB
-raw). ``merge`` concatenates shards in order into the final file (and reads shards of either
-layout).
+one thread: 1.93 -> 1.83 s, the same store bytes), for shards ~1.4x larger while they wait
+for the merge (those 100 clips' shard with 5,744-column vectors, 16 % nonzero: 4.1 MB against
+2.9 MB deflated, 13.8 MB raw). ``merge`` concatenates shards in order into the final file (and
+reads shards of either layout).
 Every file is written under a temporary name and renamed when complete (``bow.io.stage``), so a
 killed writer never leaves a part of a store under its final name. Datasets are created
 without HDF5's creation/modification times (``track_times=False``) and always in the same
